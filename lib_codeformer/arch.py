@@ -291,7 +291,9 @@ class SFTFusion(nn.Module):
 
     def forward(self, encoder_feature: Tensor, decoder_feature: Tensor, w: float | Tensor) -> Tensor:
         joint = self.encode_enc(torch.cat([encoder_feature, decoder_feature], dim=1))
-        return decoder_feature + w * (decoder_feature * self.scale(joint) + self.shift(joint))
+        # dec + w * (dec * scale + shift), in place on the freshly computed scale (same values, no temporaries).
+        residual = self.scale(joint).mul_(decoder_feature).add_(self.shift(joint)).mul_(w)
+        return residual.add_(decoder_feature)
 
 
 def adaptive_instance_norm(content: Tensor, style: Tensor, eps: float = ADAIN_EPS) -> Tensor:

@@ -1,0 +1,174 @@
+"""Time the CodeFormer network against the implementation AUTOMATIC1111 uses.
+
+The reference is spandrel-extra-arches' CodeFormer (what AUTOMATIC1111 1.10
+loads), installed by the ``bench`` extra. Both get the same synthetic weights
+and inputs, run in this one process, alternating, and the median of
+``--repeats`` runs is reported as ms per face, with the ratio ours/reference
+(< 1 is faster). Each of our modes is also checked against the official
+network's golden outputs (tests/data) to say whether it keeps the accuracy
+the tests demand. Peak memory is the growth of the process's peak resident
+set (CPU, Linux) or of the CUDA allocator's peak during one batch-1 pass.
+
+    python benchmarks/bench_network.py [--repeats 5] [--batch-sizes 1 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib_codeformer import load_codeformer  # noqa: E402
+from lib_codeformer.synthetic import synthetic_state_dict  # noqa: E402
+
+GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
+FACE = ROOT / "tests" / "data" / "input_face.png"
+FIDELITY = 0.5
+
+
+def load_reference(state_dict: dict[str, torch.Tensor], device: torch.device) -> Callable | None:
+    try:
+        import spandrel
+        import spandrel_extra_arches
+    except ImportError:
+        print("spandrel-extra-arches is not installed (pip install -e '.[bench]'): timing ours only.")
+        return None
+    spandrel_extra_arches.install()
+    descriptor = spandrel.ModelLoader().load_from_state_dict({"params_ema": state_dict})
+    model = descriptor.model.eval().to(device)
+    return lambda x: model(x, weight=FIDELITY)[0]
+
+
+def golden_input() -> torch.Tensor:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(FACE).convert("RGB"))
+    return torch.from_numpy(((pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32) - 0.5) / 0.5)
+
+
+def meets_golden(model, device: torch.device, dtype: torch.dtype) -> str:
+    """Whether this mode keeps the tests' tolerances: codes identical, image max <= 1e-3, mean <= 1e-4."""
+    golden = np.load(GOLDEN)
+    x = golden_input().to(device)
+    with torch.inference_mode(), autocast(device, dtype):
+        image, logits, _ = model(x, w=FIDELITY, adain=True)
+    flipped = int((logits.argmax(2).cpu().numpy() != golden["top_idx"]).sum())
+    difference = np.abs(image.float().cpu().numpy() - golden["out_w0p5"])
+    verdict = "yes" if flipped == 0 and difference.max() <= 1e-3 and difference.mean() <= 1e-4 else "NO"
+    return f"{verdict} ({flipped} codes flipped, max {difference.max():.1e}, mean {difference.mean():.1e})"
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def timed(run: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_memory(run: Callable[[], object], device: torch.device) -> float | None:
+    """MiB the peak grows by during ``run``: CUDA allocator peak, or the process's peak RSS on Linux."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    status = Path("/proc/self/status")
+    clear_refs = Path("/proc/self/clear_refs")
+    if not status.exists():
+        return None
+
+    def read_kib(field: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1])
+
+    clear_refs.write_text("5")  # resets the peak resident set (VmHWM) to the current one
+    before = read_kib("VmRSS:")
+    run()
+    return (read_kib("VmHWM:") - before) / 1024
+
+
+def bench(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    state_dict = synthetic_state_dict(1234)
+    ours = load_codeformer(state_dict, device=device)
+    reference = load_reference(state_dict, device)
+    modes = {"fp32": torch.float32}
+    if args.low_precision or device.type == "cuda":
+        modes.update({"bf16": torch.bfloat16} if device.type == "cpu" else {"fp16": torch.float16, "bf16": torch.bfloat16})
+
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
+    print("\n| mode | batch | ours ms/face | reference ms/face | ours/reference | meets golden tolerances |")
+    print("|---|---|---|---|---|---|")
+    for name, dtype in modes.items():
+        accuracy = meets_golden(ours, device, dtype)
+        for batch in args.batch_sizes:
+            x = golden_input().repeat(batch, 1, 1, 1).to(device)
+            x = x + 0.01 * torch.randn_like(x)  # distinct faces
+
+            def run_ours(x=x, dtype=dtype):
+                with torch.inference_mode(), autocast(device, dtype):
+                    return ours(x, w=FIDELITY, adain=True)[0]
+
+            def run_reference(x=x, dtype=dtype):
+                with torch.inference_mode(), autocast(device, dtype):
+                    return reference(x)
+
+            run_ours()
+            if reference:
+                run_reference()
+            ours_times, reference_times = [], []
+            for _ in range(args.repeats):
+                ours_times.append(timed(run_ours, device))
+                if reference:
+                    reference_times.append(timed(run_reference, device))
+            ours_ms = statistics.median(ours_times) * 1000 / batch
+            if reference:
+                reference_ms = statistics.median(reference_times) * 1000 / batch
+                ratio = f"{ours_ms / reference_ms:.2f}"
+                reference_text = f"{reference_ms:.0f}"
+            else:
+                ratio = reference_text = "n/a"
+            print(f"| {name} | {batch} | {ours_ms:.0f} | {reference_text} | {ratio} | {accuracy} |", flush=True)
+
+    x = golden_input().to(device)
+    with torch.inference_mode():
+        ours_peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)
+        reference_peak = peak_memory(lambda: reference(x), device) if reference else None
+    if ours_peak is not None:
+        reference_text = f", reference {reference_peak:.0f} MiB" if reference_peak is not None else ""
+        print(f"\npeak memory per face (batch 1, fp32): ours {ours_peak:.0f} MiB{reference_text}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median is reported)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--low-precision", action="store_true", help="also time bf16 on the CPU")
+    bench(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
