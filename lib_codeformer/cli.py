@@ -1,15 +1,19 @@
 """Command line: ``python -m lib_codeformer COMMAND ...``.
 
-Exit status: 0 success, 1 failure of the work itself, 2 usage errors.
+Exit status: 0 success, 1 some work failed, 2 usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .weights import WeightsError, convert_to_safetensors
+
+USAGE_ERROR = 2
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -18,9 +22,132 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .files import ImageFileError, iter_inputs, read_image, write_image
+    from .pipeline import FaceRestorer, RestoreOptions
+
+    missing = [path for path in args.inputs if not Path(path).exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return USAGE_ERROR
+    output_dir = Path(args.output).resolve()
+    options = {
+        "fidelity": args.fidelity,
+        "confidence": args.confidence,
+        "min_face_size": args.min_face_size,
+        "max_face_size": args.max_face_size,
+        "faces": args.faces,
+        "max_faces": args.max_faces,
+        "blend": args.blend,
+        "mask": args.mask,
+        "color_correction": args.color_correction,
+        "keep_grayscale": not args.no_keep_grayscale,
+        "aligned": args.aligned,
+    }
+    try:
+        RestoreOptions(**options).validated()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    restorer = FaceRestorer(
+        args.weights, detector=args.detector, device=args.device, batch_size=args.batch_size, precision=args.precision
+    )
+    jobs = list(iter_inputs(args.inputs, args.recursive))
+    inputs = {source.resolve() for source, _ in jobs}
+    counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
+    started = time.perf_counter()
+    with tqdm(jobs, unit="image", disable=args.quiet, file=sys.stderr) as bar:
+        for source, relative in bar:
+            target = (output_dir / relative).resolve()
+            problem = _refuse_target(target, output_dir, inputs, args)
+            if problem == "skip":
+                counts["skipped"] += 1
+                continue
+            if problem:
+                counts["failed"] += 1
+                tqdm.write(f"failed: {source}: {problem}", file=sys.stderr)
+                continue
+            try:
+                loaded = read_image(source)
+                result = restorer.restore(loaded.pixels, **options)
+                write_image(target, result.image, loaded)
+            except ImageFileError as error:
+                counts["failed"] += 1
+                tqdm.write(f"failed: {error}", file=sys.stderr)
+                continue
+            except WeightsError:
+                raise
+            except Exception as error:  # one bad image must not end the batch
+                counts["failed"] += 1
+                tqdm.write(f"failed: {source}: {error}", file=sys.stderr)
+                continue
+            counts["images"] += 1
+            counts["faces"] += result.restored_count
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(faces=counts["faces"], faces_per_s=f"{counts['faces'] / elapsed:.2f}")
+    print(
+        f"{counts['images']} images written, {counts['faces']} faces restored, "
+        f"{counts['skipped']} skipped, {counts['failed']} failed -> {output_dir}"
+    )
+    return 1 if counts["failed"] else 0
+
+
+def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argparse.Namespace) -> str | None:
+    """Why ``target`` must not be written ("skip" to pass over it quietly), or None."""
+    if output_dir != target and output_dir not in target.parents:
+        return f"output {target} would be outside {output_dir}"
+    if target in inputs:
+        return f"output {target} is an input file; choose another --output folder"
+    if target.exists():
+        if args.skip_existing:
+            return "skip"
+        if not args.overwrite:
+            return f"{target} exists (--skip-existing to keep it, --overwrite to replace it)"
+    return None
+
+
+def _add_restore_parser(commands) -> None:
+    from .detection import DETECTORS
+    from .inference import PRECISIONS
+    from .pipeline import FACE_SELECTIONS, MASKS
+
+    restore = commands.add_parser(
+        "restore",
+        help="restore the faces in image files and folders",
+        description="Find the faces in each image, restore them with CodeFormer and write the result under --output, "
+        "keeping relative paths, format and metadata. Input files are never modified.",
+    )
+    restore.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders")
+    restore.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the results")
+    restore.add_argument("--fidelity", "-w", type=float, default=0.5, help="0 = best quality, 1 = most faithful (default 0.5)")
+    restore.add_argument("--detector", choices=DETECTORS, default="retinaface_resnet50", help="face detector")
+    restore.add_argument("--weights", metavar="PATH", help="CodeFormer weights (.pth or .safetensors); default: find or download")
+    restore.add_argument("--recursive", "-r", action="store_true", help="also images in subfolders of folder inputs")
+    restore.add_argument("--skip-existing", action="store_true", help="leave results that already exist (resume a run)")
+    restore.add_argument("--overwrite", action="store_true", help="replace results that already exist")
+    restore.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    restore.add_argument("--confidence", type=float, default=None, help="detection threshold 0..1 (default per detector)")
+    restore.add_argument("--min-face-size", type=int, default=0, metavar="PX", help="ignore smaller faces")
+    restore.add_argument("--max-face-size", type=int, default=None, metavar="PX", help="ignore larger faces")
+    restore.add_argument("--faces", choices=FACE_SELECTIONS, default="all", help="which faces to restore")
+    restore.add_argument("--max-faces", type=int, default=None, metavar="N", help="at most N faces, the largest")
+    restore.add_argument("--blend", type=float, default=1.0, help="restored face strength 0..1 (default 1)")
+    restore.add_argument("--mask", choices=MASKS, default="box", help="paste-back mask (parsing needs ParseNet weights)")
+    restore.add_argument("--color-correction", action="store_true", help="keep the original face's colours")
+    restore.add_argument("--no-keep-grayscale", action="store_true", help="allow colour in grayscale photos")
+    restore.add_argument("--aligned", action="store_true", help="inputs are aligned 512 x 512 faces")
+    restore.add_argument("--batch-size", type=int, default=None, help="faces per network call (default by device)")
+    restore.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision (default fp32)")
+    restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    restore.set_defaults(run=_restore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_codeformer", description="CodeFormer face restoration.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_restore_parser(commands)
     convert = commands.add_parser(
         "convert",
         help="convert a .pth checkpoint to .safetensors",
@@ -39,3 +166,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished images are kept, --skip-existing resumes", file=sys.stderr)
+        return 130

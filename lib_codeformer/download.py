@@ -36,7 +36,7 @@ class ModelFile:
 
     filename: str
     url: str
-    sha256: str
+    sha256: str | None  # None only where no hash is published; then the size is checked
     size: int | None = None
     # Other names the same file is stored under (AUTOMATIC1111 renames codeformer.pth).
     aliases: tuple[str, ...] = field(default_factory=tuple)
@@ -117,8 +117,9 @@ def locate_weights(
 
 
 def _manual_hint(model: ModelFile, folder: Path) -> str:
+    checksum = f" (sha256 {model.sha256})" if model.sha256 else ""
     return (
-        f"Download {model.url} (sha256 {model.sha256}) by hand and put it at {folder / model.filename}, "
+        f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}, "
         f"or pass its path (--weights PATH, or ${WEIGHTS_ENV})."
     )
 
@@ -141,11 +142,14 @@ def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: 
             raise DownloadError(
                 f"Download of {model.url} stopped after {received} of {model.size} bytes. {_manual_hint(model, target_dir)}"
             )
-        if digest != model.sha256:
+        if model.sha256 is not None and digest != model.sha256:
             raise DownloadError(
                 f"Downloaded {model.url} but its sha256 is {digest}, not the published {model.sha256}: "
                 f"the file was damaged or replaced, and was deleted. {_manual_hint(model, target_dir)}"
             )
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(partial, 0o666 & ~mask)  # mkstemp makes it private; the model folder may be shared
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -62,3 +62,38 @@ def small_faces() -> torch.Tensor:
     generator = torch.Generator().manual_seed(3)
     smooth = torch.nn.functional.interpolate(torch.rand(4, 3, 16, 16, generator=generator), size=512, mode="bilinear")
     return smooth * 2 - 1
+
+
+class IdentityNetwork(torch.nn.Module):
+    """Stands in for CodeFormer where a test is about geometry: returns its input, records batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x, w=0.0, adain=False, **_):
+        self.batch_sizes.append(x.shape[0])
+        return x.clone(), None, None
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture
+def identity_restorer():
+    from lib_codeformer import FaceRestorer
+
+    return FaceRestorer(IdentityNetwork(), detector="yunet", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_restorer(small_model):
+    """A restorer with the small synthetic network: a real CodeFormer, fast enough for many tests."""
+    from lib_codeformer import FaceRestorer
+
+    return FaceRestorer(small_model, detector="yunet", device="cpu")
