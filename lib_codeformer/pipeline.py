@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,8 @@ class RestoreResult:
     image: np.ndarray | Image.Image  # same size, mode and dtype as the input
     faces: list[FaceResult] = field(default_factory=list)
     detector: str = ""
+    # Seconds spent in each stage: detect, network (CodeFormer), paste (masks, warps, compositing).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def restored_count(self) -> int:
@@ -264,43 +267,56 @@ class FaceRestorer:
         self,
         image: np.ndarray | Image.Image,
         *,
+        landmarks: Sequence[np.ndarray] | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         **options: Any,
     ) -> RestoreResult:
         """Restore the faces of ``image``; see ``RestoreOptions`` for the keyword options.
 
-        ``progress(done, total)`` is called after each batch of faces;
-        ``should_stop()`` is asked between batches (faces not yet restored
-        stay as they were).
+        ``landmarks``: the faces' 5 landmarks, (5, 2) each, when they are
+        already known (detection is then skipped). ``progress(done, total)``
+        is called after each batch of faces; ``should_stop()`` is asked
+        between batches (faces not yet restored stay as they were).
         """
         settings = RestoreOptions(**options).validated()
         pixels = _to_pixels(image)
         output = pixels.array.copy()
         gray = settings.keep_grayscale and is_grayscale(pixels.array)
+        timings = {"detect": 0.0, "network": 0.0, "paste": 0.0}
         if settings.aligned:
             faces = self._restore_aligned_image(pixels, output, settings, gray)
             return RestoreResult(_from_pixels(output, pixels, image), faces, "none (aligned input)")
 
-        detector = self.detector(settings.detector)
-        threshold = settings.confidence if settings.confidence is not None else DEFAULT_CONFIDENCE[detector.name]
-        detections = detect_faces(detector, pixels.array, threshold, self.detection_max_side)
-        faces = [FaceResult(d.box, d.score, d.landmarks) for d in detections]
+        started = time.perf_counter()
+        if landmarks is not None:
+            faces = [_face_from_landmarks(np.asarray(points, dtype=np.float64)) for points in landmarks]
+            detector_name = "given landmarks"
+        else:
+            detector = self.detector(settings.detector)
+            threshold = settings.confidence if settings.confidence is not None else DEFAULT_CONFIDENCE[detector.name]
+            detections = detect_faces(detector, pixels.array, threshold, self.detection_max_side)
+            faces = [FaceResult(d.box, d.score, d.landmarks) for d in detections]
+            detector_name = detector.name
+        timings["detect"] = time.perf_counter() - started
         chosen = _choose(faces, settings, pixels.array.shape[:2])
-        self._restore_faces(pixels, output, [faces[i] for i in chosen], settings, gray, progress, should_stop)
-        return RestoreResult(_from_pixels(output, pixels, image), faces, detector.name)
+        self._restore_faces(pixels, output, [faces[i] for i in chosen], settings, gray, progress, should_stop, timings)
+        return RestoreResult(_from_pixels(output, pixels, image), faces, detector_name, timings)
 
-    def _restore_faces(self, pixels, output, faces, settings, gray, progress, should_stop) -> None:
+    def _restore_faces(self, pixels, output, faces, settings, gray, progress, should_stop, timings) -> None:
         total = len(faces)
         for start in range(0, total, self.batch_size):
             if should_stop is not None and should_stop():
                 for face in faces[start:]:
                     face.reason = "interrupted"
                 return
+            started = time.perf_counter()
             batch = faces[start : start + self.batch_size]
             aligns = [geometry.alignment_matrix(face.landmarks) for face in batch]
             crops = [_crop_face(pixels, matrix) for matrix in aligns]
+            network_started = time.perf_counter()
             restored = self._run_network(crops, settings.fidelity, batch)
+            network_ended = time.perf_counter()
             masks = self._masks(restored, settings)
             for face, matrix, crop, result, mask in zip(batch, aligns, crops, restored, masks, strict=True):
                 if result is None:
@@ -313,6 +329,8 @@ class FaceRestorer:
                 except Exception as error:  # one face's failure never loses the image
                     logger.exception("pasting a restored face failed")
                     face.reason = f"paste-back failed: {error}"
+            timings["network"] += network_ended - network_started
+            timings["paste"] += time.perf_counter() - started - (network_ended - network_started)
             if progress is not None:
                 progress(min(start + self.batch_size, total), total)
 
@@ -371,6 +389,15 @@ class FaceRestorer:
         _blend_into(output, result, np.full((height, width), settings.blend, np.float32), pixels)
         face.restored = True
         return [face]
+
+
+def _face_from_landmarks(points: np.ndarray) -> FaceResult:
+    if points.shape != (5, 2):
+        raise ValueError(f"landmarks must be (5, 2) per face; got {points.shape}")
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    margin = max(x1 - x0, y1 - y0) * 0.6  # the landmarks span the inner face; the box holds all of it
+    return FaceResult((x0 - margin, y0 - margin, x1 + margin, y1 + margin), 1.0, points)
 
 
 def _is_setup_error(error: Exception) -> bool:

@@ -321,3 +321,17 @@ def test_grayscale_check_reads_in_chunks():
     image[999, 3, 1] = 1
     assert not is_grayscale(image)
     assert _Pixels(image[:, :, 0], None).is_gray_array
+
+
+def test_given_landmarks_skip_detection_and_give_the_same_result(small_model, astronaut):
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu")
+    detected = restorer.restore(astronaut)
+    fresh = FaceRestorer(small_model, detector="yunet", device="cpu")
+    given = fresh.restore(astronaut, landmarks=[detected.faces[0].landmarks])
+    assert fresh._detectors == {}
+    assert given.detector == "given landmarks" and given.restored_count == 1
+    np.testing.assert_array_equal(given.image, detected.image)
+    assert set(detected.timings) == {"detect", "network", "paste"}
+    assert detected.timings["network"] > 0 and detected.timings["detect"] > 0
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        fresh.restore(astronaut, landmarks=[np.zeros((4, 2))])
