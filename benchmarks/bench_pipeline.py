@@ -73,7 +73,10 @@ class Automatic1111Path:
         from facexlib.parsing.parsenet import ParseNet
         from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
-        torch.save(random_weights(RetinaFace(network_name="resnet50", half=False, device="cpu"), 1), helper_weights / "detection_Resnet50_Final.pth")
+        torch.save(
+            random_weights(RetinaFace(network_name="resnet50", half=False, device="cpu"), 1),
+            helper_weights / "detection_Resnet50_Final.pth",
+        )
         torch.save(random_weights(ParseNet(in_size=512, out_size=512, parsing_ch=19), 2), helper_weights / "parsing_parsenet.pth")
         spandrel_extra_arches.install()
         self.net = spandrel.ModelLoader().load_from_state_dict({"params_ema": state_dict}).model.eval()

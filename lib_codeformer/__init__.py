@@ -1,27 +1,43 @@
-"""CodeFormer face restoration: the network, its weights, and (elsewhere) the pipeline.
+"""CodeFormer face restoration: the network, its weights, and the face pipeline.
 
-Imports no WebUI module, so it works standalone and in every host.
+Imports no WebUI module, so it works standalone and in every host. Names are
+imported on first use, so that ``import lib_codeformer`` (done by the WebUI
+at start-up) costs nothing and does not import torch.
 """
 
-from .arch import CodeFormer
-from .download import CODEFORMER, DownloadError, ModelFile, locate_weights
-from .inference import restore_aligned
-from .pipeline import FaceRestorer, FaceResult, RestoreOptions, RestoreResult
-from .weights import WeightsError, convert_to_safetensors, load_codeformer, read_state_dict
+from __future__ import annotations
 
-__all__ = [
-    "CODEFORMER",
-    "CodeFormer",
-    "DownloadError",
-    "FaceRestorer",
-    "FaceResult",
-    "ModelFile",
-    "RestoreOptions",
-    "RestoreResult",
-    "WeightsError",
-    "convert_to_safetensors",
-    "load_codeformer",
-    "locate_weights",
-    "read_state_dict",
-    "restore_aligned",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CodeFormer": "arch",
+    "CODEFORMER": "download",
+    "DownloadError": "download",
+    "ModelFile": "download",
+    "locate_weights": "download",
+    "restore_aligned": "inference",
+    "FaceRestorer": "pipeline",
+    "FaceResult": "pipeline",
+    "RestoreOptions": "pipeline",
+    "RestoreResult": "pipeline",
+    "WeightsError": "weights",
+    "convert_to_safetensors": "weights",
+    "load_codeformer": "weights",
+    "read_state_dict": "weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lib_codeformer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -109,9 +109,8 @@ def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argp
 
 
 def _add_restore_parser(commands) -> None:
-    from .detection import DETECTORS
     from .inference import PRECISIONS
-    from .pipeline import FACE_SELECTIONS, MASKS
+    from .options import DETECTORS, FACE_SELECTIONS, MASKS
 
     restore = commands.add_parser(
         "restore",

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from .download import ModelFile, default_cache_dir, download_file, find_model_file
+from .options import DETECTORS
 from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
 
-DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25", "yunet")
 # facexlib's 0.97 for RetinaFace (what AUTOMATIC1111 uses); YuNet's scores run lower
 # and it finds false faces below about 0.75 on large upscaled images.
 DEFAULT_CONFIDENCE = {"retinaface_resnet50": 0.97, "retinaface_mobile0.25": 0.97, "yunet": 0.8}

@@ -25,7 +25,6 @@ from . import geometry
 from .detection import (
     DEFAULT_CONFIDENCE,
     DETECTION_MAX_SIDE,
-    DETECTORS,
     PARSENET,
     FaceParser,
     create_detector,
@@ -34,12 +33,11 @@ from .detection import (
 )
 from .download import locate_weights
 from .inference import PRECISIONS, restore_aligned
+from .options import DETECTORS, FACE_SELECTIONS, MASKS
 from .weights import WeightsSource, load_codeformer
 
 logger = logging.getLogger(__name__)
 
-FACE_SELECTIONS = ("all", "largest", "center")
-MASKS = ("box", "parsing")
 # Grey that fills the parts of a face crop outside the image (the value facexlib uses).
 OUTSIDE_FILL = (135, 133, 132)
 

@@ -1,0 +1,133 @@
+"""The extension's HTTP API: ``POST /codeformer/v1/restore`` and ``GET /codeformer/v1/options``.
+
+Works with pydantic 1 (AUTOMATIC1111's fastapi 0.94) and pydantic 2 (Forge,
+SD.Next). Bad input is a 4xx with a message that says what to fix: 422 for
+invalid options (FastAPI's validation), 400 for bad base64 or bytes that are
+not an image, 413 for an image over the pixel limit. The restoration itself
+runs under the WebUI's queue lock, like the WebUI's own API calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Literal, Optional
+
+import numpy as np
+import pydantic
+from fastapi import FastAPI, HTTPException
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from . import options as option_specs
+
+# Decoded images above this many pixels are refused (about 1.5 GB as RGBA float; a 16k x 16k photo is 268 M).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class RestoreRequest(BaseModel):
+    """Every option of the Extras step; omitted fields take the defaults listed by GET /codeformer/v1/options."""
+
+    image: str = Field(..., description="the image, base64 (a data: URL prefix is accepted)")
+    fidelity: float = Field(0.5, ge=0.0, le=1.0)
+    visibility: float = Field(1.0, ge=0.0, le=1.0)
+    detector: Literal["retinaface_resnet50", "retinaface_mobile0.25", "yunet"] = "retinaface_resnet50"
+    confidence: Optional[float] = Field(None, gt=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
+    faces: Literal["all", "largest", "center"] = "all"
+    max_faces: Optional[int] = Field(None, ge=1, le=1000)  # noqa: UP045
+    min_face_size: int = Field(0, ge=0)
+    max_face_size: Optional[int] = Field(None, ge=1)  # noqa: UP045
+    blend: float = Field(1.0, ge=0.0, le=1.0)
+    mask: Literal["box", "parsing"] = "box"
+    color_correction: bool = False
+    keep_grayscale: bool = True
+
+    # A misspelt option is an error, not silently ignored.
+    if pydantic.VERSION.startswith("1."):
+
+        class Config:
+            extra = "forbid"
+
+    else:
+        model_config = pydantic.ConfigDict(extra="forbid")
+
+
+def _fields(request: RestoreRequest) -> dict[str, Any]:
+    dump = getattr(request, "model_dump", None) or request.dict
+    return dump()
+
+
+def decode_image(data: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """base64 (or a data URL) to a loaded RGB/RGBA image; HTTPException 400/413 for anything else."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(status_code=400, detail="image is not valid base64") from None
+    if not raw:
+        raise HTTPException(status_code=400, detail="image is empty")
+    try:
+        with Image.open(io.BytesIO(raw)) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise HTTPException(
+                    status_code=413, detail=f"image is {width} x {height} pixels; the limit is {max_pixels} pixels"
+                )
+            opened.load()
+            image = opened.convert("RGBA" if "A" in opened.mode or "transparency" in opened.info else "RGB")
+    except HTTPException:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise HTTPException(status_code=400, detail=f"image could not be decoded: {error}") from None
+    return image
+
+
+def encode_png(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def add_routes(
+    app: FastAPI,
+    restore: Callable[[np.ndarray, dict[str, Any]], Any],
+    *,
+    lock: AbstractContextManager | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dependencies: list | None = None,
+) -> None:
+    """Add the routes to ``app``. ``restore(image, values)`` returns a ``webui.Outcome``-like result
+    that also carries ``faces`` (the pipeline's face list) when it has one."""
+
+    def options() -> dict[str, Any]:
+        return {"options": [spec.schema() for spec in option_specs.OPTIONS]}
+
+    def restore_route(request: RestoreRequest) -> dict[str, Any]:
+        values = _fields(request)
+        image = np.asarray(decode_image(values.pop("image"), max_pixels))
+        with lock if lock is not None else nullcontext():
+            outcome = restore(image, values)
+        if outcome.error is not None:
+            raise HTTPException(status_code=503, detail=outcome.error)
+        return {
+            "image": encode_png(outcome.image),
+            "faces": [_face_json(face) for face in getattr(outcome, "faces", [])],
+            "info": outcome.infotext(),
+        }
+
+    app.add_api_route("/codeformer/v1/options", options, methods=["GET"], dependencies=dependencies or [])
+    app.add_api_route("/codeformer/v1/restore", restore_route, methods=["POST"], dependencies=dependencies or [])
+
+
+def _face_json(face) -> dict[str, Any]:
+    return {
+        "box": [round(float(v), 2) for v in face.box],
+        "score": round(float(face.score), 4),
+        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        "restored": bool(face.restored),
+        "reason": face.reason,
+    }

@@ -1,0 +1,216 @@
+"""What the WebUI extension does, without touching any WebUI module.
+
+The glue script (``scripts/codeformer_postprocess.py``) reads the host's
+settings, devices and job state and hands them over as plain values and
+callables; everything here is testable without a WebUI.
+
+``ExtensionRuntime`` keeps one ``FaceRestorer`` per process (models load once,
+on first use) and turns every failure into a logged, user-visible message with
+the input image returned unchanged: face restoration must never break
+generation or lose an image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import options as option_specs
+
+logger = logging.getLogger("codeformer")
+
+SETTINGS_PREFIX = "codeformer_"
+# Settings beyond the restore options.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class HostServices:
+    """What the host provides, as plain values and callables."""
+
+    settings: Callable[[], dict[str, Any]]  # current extension settings (option keys, weights_path, device, unload)
+    device: Callable[[], str]  # the device the host assigns to face restoration
+    model_dirs: Sequence[str] = ()  # where CodeFormer weights are looked for (models/Codeformer)
+    detector_model_dirs: Sequence[str] = ()  # RetinaFace / ParseNet weights (models/GFPGAN)
+    prepare_memory: Callable[[], None] = lambda: None  # free VRAM before moving a model to the GPU (Forge)
+    release_memory: Callable[[], None] = lambda: None  # after a model left the GPU
+
+
+@dataclass
+class Outcome:
+    """The result of one restoration as the WebUI reports it."""
+
+    image: np.ndarray
+    faces: list = field(default_factory=list)  # the pipeline's FaceResult for every face found
+    detector: str = ""
+    error: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def faces_found(self) -> int:
+        return len(self.faces)
+
+    @property
+    def faces_restored(self) -> int:
+        return sum(face.restored for face in self.faces)
+
+    def infotext(self) -> dict[str, Any]:
+        """Parameters for the image's infotext (txt2img/img2img) or the Extras info."""
+        if self.error is not None:
+            return {"CodeFormer": f"not applied: {self.error}"}
+        info: dict[str, Any] = {
+            "CodeFormer fidelity": round(float(self.values.get("fidelity", 0.5)), 3),
+            "CodeFormer faces": f"{self.faces_restored}/{self.faces_found}",
+            "CodeFormer detector": self.detector,
+        }
+        defaults = option_specs.defaults()
+        for key in ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence"):
+            if key in self.values and self.values[key] != defaults[key]:
+                info[f"CodeFormer {key.replace('_', ' ')}"] = self.values[key]
+        return info
+
+
+class ExtensionRuntime:
+    """One per WebUI process: the shared restorer and the error reporting."""
+
+    def __init__(self, services: HostServices) -> None:
+        self.services = services
+        self._lock = threading.RLock()
+        self._restorer = None
+        self._restorer_key: tuple | None = None
+        self._reported: set[str] = set()
+        self._last = threading.local()
+        # Host objects that must outlive a Reload UI (which imports the glue script again).
+        self.host_state: dict[str, Any] = {}
+
+    def remember(self, outcome: Outcome) -> None:
+        """Keep the last outcome of this thread, for the infotext of the image being generated."""
+        self._last.outcome = outcome
+
+    def take_last(self) -> Outcome | None:
+        outcome = getattr(self._last, "outcome", None)
+        self._last.outcome = None
+        return outcome
+
+    def settings(self) -> dict[str, Any]:
+        values = dict(self.services.settings())
+        restore_values = option_specs.normalise({k: v for k, v in values.items() if k in option_specs.BY_KEY})
+        return {**values, **restore_values}
+
+    def restorer(self):
+        """The shared FaceRestorer, rebuilt only when the device or weights setting changes."""
+        from .pipeline import FaceRestorer
+
+        settings = self.settings()
+        device = settings.get("device") or "auto"
+        if device == "auto":
+            device = self.services.device()
+        weights = settings.get("weights_path") or None
+        key = (str(device), weights)
+        with self._lock:
+            if self._restorer is None or self._restorer_key != key:
+                self._restorer = FaceRestorer(
+                    weights,
+                    detector=option_specs.BY_KEY["detector"].default,
+                    device=device,
+                    model_dirs=list(self.services.model_dirs),
+                    detector_model_dirs=list(self.services.detector_model_dirs),
+                )
+                self._restorer_key = key
+            return self._restorer
+
+    def restore(
+        self,
+        image: np.ndarray,
+        values: dict[str, Any] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Outcome:
+        """Restore an RGB(A) uint8 image; never raises: on error the image comes back unchanged."""
+        settings = self.settings()
+        chosen = option_specs.normalise({**{k: settings[k] for k in option_specs.BY_KEY}, **(values or {})})
+        try:
+            with self._lock:
+                restorer = self.restorer()
+                self._prepare(restorer)
+                try:
+                    result = restorer.restore(
+                        image,
+                        progress=progress,
+                        should_stop=should_stop,
+                        **option_specs.restore_kwargs(chosen),
+                    )
+                finally:
+                    self._after_use(restorer, settings)
+        except Exception as error:
+            message = self._report(error)
+            return Outcome(image, error=message, values=chosen)
+        restored = result.image
+        if chosen["visibility"] < 1.0 and restored is not image:
+            restored = _blend(image, restored, chosen["visibility"])
+        return Outcome(restored, result.faces, result.detector, values=chosen)
+
+    def _prepare(self, restorer) -> None:
+        if restorer.device.type != "cpu":
+            self.services.prepare_memory()
+            if restorer._network is not None:
+                restorer._network.to(restorer.device)
+
+    def _after_use(self, restorer, settings: dict[str, Any]) -> None:
+        if settings.get("unload") and restorer.device.type != "cpu" and restorer._network is not None:
+            restorer._network.to("cpu")
+            self.services.release_memory()
+
+    def _report(self, error: Exception) -> str:
+        """Log an error once per distinct message (not once per image) and return what the user sees."""
+        from .weights import WeightsError
+
+        if isinstance(error, WeightsError):
+            message = str(error)
+        else:
+            message = f"{type(error).__name__}: {error}. The image was left unchanged; see the console for details."
+        if message not in self._reported:
+            self._reported.add(message)
+            logger.error("CodeFormer: %s", message, exc_info=not isinstance(error, (WeightsError, ValueError)))
+        return message
+
+    def unload(self) -> None:
+        with self._lock:
+            if self._restorer is not None:
+                self._restorer.unload()
+            self._restorer = None
+
+
+_RUNTIME: ExtensionRuntime | None = None
+
+
+def shared_runtime(services: HostServices) -> ExtensionRuntime:
+    """The process's runtime; a Reload UI hands over fresh services but keeps the loaded models."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = ExtensionRuntime(services)
+    else:
+        _RUNTIME.services = services
+    return _RUNTIME
+
+
+def _blend(original: np.ndarray, restored: np.ndarray, visibility: float) -> np.ndarray:
+    mixed = original.astype(np.float32) * (1.0 - visibility) + restored.astype(np.float32) * visibility
+    return np.clip(np.rint(mixed), 0, np.iinfo(original.dtype).max).astype(original.dtype)
+
+
+def settings_keys() -> dict[str, str]:
+    """Option key -> WebUI setting name."""
+    return {spec.key: SETTINGS_PREFIX + spec.key for spec in option_specs.OPTIONS}
+
+
+def weights_folder_hint(model_dirs: Sequence[str]) -> str:
+    folder = Path(model_dirs[0]) if model_dirs else Path("models") / "Codeformer"
+    return str(folder / "codeformer.pth")

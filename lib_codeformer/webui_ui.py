@@ -1,0 +1,73 @@
+"""Gradio controls for the extension, for gradio 3.41 (AUTOMATIC1111, SD.Next) and 4.x (Forge).
+
+Built from ``options.OPTIONS``; only arguments both gradio generations accept
+are used (no ``.style()``, no ``gr.Box``). Every element id starts with
+``codeformer_ext_`` so the JavaScript (tooltips, before/after slider) and CSS
+find them and nothing else. Importing this module does not import gradio or
+torch: the caller passes gradio in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import options as option_specs
+
+ELEMENT_PREFIX = "codeformer_ext_"
+# Options shown in the Extras step, in this order (keep_grayscale lives in the settings only).
+EXTRAS_KEYS = (
+    "fidelity",
+    "visibility",
+    "detector",
+    "confidence",
+    "faces",
+    "max_faces",
+    "min_face_size",
+    "blend",
+    "mask",
+    "color_correction",
+)
+
+
+def control(gr, spec: option_specs.OptionSpec, tab: str, value: Any = None) -> Any:
+    """One gradio component for an option; ``value`` overrides the default."""
+    value = spec.default if value is None else value
+    common = {"label": spec.label, "elem_id": f"{ELEMENT_PREFIX}{tab}_{spec.key}", "info": spec.help}
+    if spec.kind == "slider":
+        minimum = 0.0 if spec.nullable else spec.minimum
+        label = f"{spec.label} (0 = detector default)" if spec.nullable else spec.label
+        return gr.Slider(minimum=minimum, maximum=spec.maximum, step=spec.step, value=value or 0.0, **{**common, "label": label})
+    if spec.kind == "dropdown":
+        return gr.Dropdown(choices=list(spec.choices), value=value, **common)
+    if spec.kind == "checkbox":
+        return gr.Checkbox(value=bool(value), **common)
+    return gr.Number(value=value or 0, precision=0, minimum=spec.minimum, maximum=spec.maximum, **common)
+
+
+def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = "extras") -> dict[str, Any]:
+    """The Extras step's controls: ``enable`` and every option, inside an accordion.
+
+    ``accordion(value, label=..., elem_id=...)`` is the host's InputAccordion
+    (a checkbox shown as an accordion) where it has one; else a plain
+    accordion holds an enable checkbox.
+    """
+    elem_id = f"{ELEMENT_PREFIX}{tab}"
+    if accordion is not None:
+        with accordion(False, label="CodeFormer (extension)", elem_id=elem_id) as enable:
+            controls = _option_rows(gr, tab)
+    else:
+        with gr.Accordion("CodeFormer (extension)", open=False, elem_id=elem_id):
+            enable = gr.Checkbox(False, label="Enable", elem_id=f"{elem_id}_enable")
+            controls = _option_rows(gr, tab)
+    return {"enable": enable, **controls}
+
+
+def _option_rows(gr, tab: str) -> dict[str, Any]:
+    controls: dict[str, Any] = {}
+    rows = (("fidelity", "visibility"), ("detector", "confidence"), ("faces", "max_faces", "min_face_size"), EXTRAS_KEYS[7:])
+    for row in rows:
+        with gr.Row():
+            for key in row:
+                controls[key] = control(gr, option_specs.BY_KEY[key], tab)
+    return controls

@@ -1,0 +1,273 @@
+"""WebUI glue: the one module that touches the host (AUTOMATIC1111 1.10, Forge, SD.Next).
+
+It reads the host's settings, devices and job state, registers the face
+restorer, the Extras step, the settings, the infotext hook and the API
+routes, and delegates everything else to ``lib_codeformer``. Host modules
+are imported as modules, never their classes: the WebUI registers every
+script class it finds in this module's namespace, an imported base class too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import gradio as gr
+import numpy as np
+from modules import script_callbacks, scripts, scripts_postprocessing, shared
+from PIL import Image
+
+from lib_codeformer import options as codeformer_options
+from lib_codeformer import webui as codeformer_webui
+from lib_codeformer import webui_ui as codeformer_ui
+
+try:  # gone from SD.Next since February 2026: there this extension is the only face restorer
+    from modules import face_restoration
+except ImportError:
+    face_restoration = None
+
+logger = logging.getLogger("codeformer")
+
+EXTENSION_NAME = "CodeFormer (extension)"
+BUILTIN_NAME = "CodeFormer"
+SECTION = ("codeformer", "CodeFormer")  # two parts: SD.Next reads a third one differently
+TAKEOVER = "codeformer_takeover"
+SETTING = codeformer_webui.settings_keys()
+
+
+def _opt(key: str, default=None):
+    opts = getattr(shared, "opts", None)
+    data = getattr(opts, "data", None) or {}
+    return data.get(key, default)
+
+
+def _cmd(name: str, default=None):
+    return getattr(getattr(shared, "cmd_opts", None), name, default)
+
+
+def _settings() -> dict:
+    values = {spec.key: _opt(SETTING[spec.key], spec.default) for spec in codeformer_options.OPTIONS}
+    values["device"] = _opt("codeformer_device", "auto")
+    values["weights_path"] = _opt("codeformer_weights_path", "")
+    values["unload"] = bool(_opt("codeformer_unload", False) or _opt("face_restoration_unload", False))
+    return values
+
+
+def _host_device() -> str:
+    """--use-cpu codeformer/all (every host) and Forge's --always-cpu mean the CPU; else the host's device."""
+    use_cpu = _cmd("use_cpu") or []
+    if "all" in use_cpu or "codeformer" in use_cpu or _cmd("always_cpu", False):
+        return "cpu"
+    from modules import devices
+
+    device = getattr(devices, "device_codeformer", None) or getattr(devices, "device", None)
+    return str(device) if device is not None else "cpu"
+
+
+def _model_dirs() -> tuple[list[str], list[str]]:
+    from modules import paths
+
+    models = getattr(paths, "models_path", "models")
+    codeformer = _cmd("codeformer_models_path") or os.path.join(models, "Codeformer")
+    gfpgan = _cmd("gfpgan_models_path") or os.path.join(models, "GFPGAN")
+    return [str(codeformer)], [str(gfpgan)]
+
+
+def _prepare_memory() -> None:
+    """Forge frees VRAM for a model before moving it to the GPU; elsewhere nothing to do."""
+    try:
+        from modules_forge import utils as forge_utils
+    except ImportError:
+        return
+    forge_utils.prepare_free_memory()
+
+
+def _release_memory() -> None:
+    from modules import devices
+
+    if hasattr(devices, "torch_gc"):
+        devices.torch_gc()
+
+
+def _face_progress(done: int, total: int) -> None:
+    state = getattr(shared, "state", None)
+    if state is not None:
+        state.sampling_steps = total
+        state.sampling_step = done
+
+
+def _should_stop() -> bool:
+    state = getattr(shared, "state", None)
+    return bool(state is not None and (state.interrupted or state.skipped or getattr(state, "stopping_generation", False)))
+
+
+_codeformer_dirs, _gfpgan_dirs = _model_dirs()
+runtime = codeformer_webui.shared_runtime(
+    codeformer_webui.HostServices(
+        settings=_settings,
+        device=_host_device,
+        model_dirs=_codeformer_dirs,
+        detector_model_dirs=_gfpgan_dirs,
+        prepare_memory=_prepare_memory,
+        release_memory=_release_memory,
+    )
+)
+
+
+def _takeover() -> bool:
+    return bool(_opt(TAKEOVER, True))
+
+
+_FaceRestorationBase = face_restoration.FaceRestoration if face_restoration is not None else object
+
+
+class CodeFormerFaceRestorer(_FaceRestorationBase):
+    """The host's face restorer interface, over the extension's pipeline."""
+
+    codeformer_extension = True
+
+    def name(self) -> str:
+        return BUILTIN_NAME if _takeover() else EXTENSION_NAME
+
+    def restore(self, np_image: np.ndarray, p=None, w: float | None = None) -> np.ndarray:
+        """AUTOMATIC1111 passes the image; SD.Next adds ``p``; the built-in Extras step passes ``w``."""
+        values = {}
+        if w is not None:
+            values["fidelity"] = w
+        elif _opt("code_former_weight") is not None:  # the host's own "CodeFormer weight" setting
+            values["fidelity"] = _opt("code_former_weight")
+        outcome = runtime.restore(np_image, values, progress=_face_progress, should_stop=_should_stop)
+        runtime.remember(outcome)
+        if p is not None and hasattr(p, "extra_generation_params"):
+            p.extra_generation_params.update(outcome.infotext())
+        return outcome.image
+
+
+def register_face_restorer() -> None:
+    """Put our restorer in the host's list; idempotent (Reload UI imports this module again)."""
+    restorers = getattr(shared, "face_restorers", None)
+    if restorers is None:
+        return
+    try:
+        from modules import codeformer_model
+    except ImportError:
+        codeformer_model = None
+    restorers[:] = [r for r in restorers if not getattr(r, "codeformer_extension", False)]
+    builtin = next((r for r in restorers if r.name() == BUILTIN_NAME), None) or runtime.host_state.get("builtin")
+    runtime.host_state["builtin"] = builtin
+    ours = CodeFormerFaceRestorer()
+    if _takeover():
+        index = restorers.index(builtin) if builtin in restorers else len(restorers)
+        restorers[index : index + 1] = [ours]
+        if codeformer_model is not None:
+            codeformer_model.codeformer = ours
+    else:
+        if builtin is not None and builtin not in restorers:
+            restorers.append(builtin)
+        restorers.append(ours)
+        if codeformer_model is not None and builtin is not None:
+            codeformer_model.codeformer = builtin
+
+
+def _extras_image(image) -> Image.Image:
+    if isinstance(image, dict):  # gradio 4 image editors hand over a dict
+        image = image.get("composite") or image.get("image") or image.get("background")
+    return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+
+
+class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
+    name = EXTENSION_NAME
+    order = 3001  # just after the built-in CodeFormer (3000)
+
+    def ui(self):
+        try:
+            from modules import ui_components
+
+            accordion = getattr(ui_components, "InputAccordion", None)
+        except ImportError:
+            accordion = None
+        return codeformer_ui.extras_controls(gr, accordion)
+
+    def process(self, pp, **values):
+        """Called by the host for each image; API callers leave controls as None, which means disabled."""
+        if not values.get("enable"):
+            return
+        image = _extras_image(pp.image)
+        mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB"
+        outcome = runtime.restore(np.array(image.convert(mode)), values, progress=_face_progress, should_stop=_should_stop)
+        pp.image = Image.fromarray(outcome.image)
+        pp.info.update(outcome.infotext())
+
+
+class CodeFormerInfotext(scripts.Script):
+    """Writes what "Restore faces" did with our restorer into the image's parameters."""
+
+    def title(self):
+        return EXTENSION_NAME
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return []
+
+    def postprocess_image(self, p, pp, *args):
+        outcome = runtime.take_last()
+        if outcome is not None and hasattr(p, "extra_generation_params"):
+            p.extra_generation_params.update(outcome.infotext())
+
+
+def on_ui_settings() -> None:
+    def add(key, default, label, component=None, component_args=None, **extra):
+        info = shared.OptionInfo(default, label, component, component_args, section=SECTION, **extra)
+        shared.opts.add_option(key, info)
+
+    add(
+        TAKEOVER,
+        True,
+        'Use this extension for the built-in "CodeFormer" (Restore faces, Extras, API, other extensions); '
+        f'off: listed as "{EXTENSION_NAME}" and the built-in is untouched',
+        gr.Checkbox,
+        onchange=register_face_restorer,
+    )
+    for spec in codeformer_options.OPTIONS:
+        default = 0 if spec.nullable else spec.default
+        label = f"Restore faces default: {spec.label}"
+        if spec.key == "fidelity":
+            label += " (where the WebUI has its own 'CodeFormer weight' setting, that one is used)"
+        component, args = _setting_component(spec)
+        add(SETTING[spec.key], default, label, component, args)
+    add(
+        "codeformer_device",
+        "auto",
+        "Device for CodeFormer (auto: the WebUI's choice, --use-cpu honoured)",
+        gr.Dropdown,
+        {"choices": list(codeformer_webui.DEVICE_CHOICES)},
+    )
+    add("codeformer_unload", False, "Move the CodeFormer model to the CPU after use (frees VRAM, slower next time)")
+    add("codeformer_weights_path", "", "CodeFormer weights file (empty: models/Codeformer, else downloaded)")
+
+
+def _setting_component(spec):
+    if spec.kind == "slider":
+        return gr.Slider, {"minimum": 0.0 if spec.nullable else spec.minimum, "maximum": spec.maximum, "step": spec.step}
+    if spec.kind == "dropdown":
+        return gr.Dropdown, {"choices": list(spec.choices)}
+    if spec.kind == "checkbox":
+        return gr.Checkbox, None
+    return gr.Number, {"precision": 0}
+
+
+def on_app_started(demo, app) -> None:
+    if any(getattr(route, "path", "").startswith("/codeformer/v1/") for route in app.routes):
+        return
+    from modules import call_queue
+
+    from lib_codeformer import api
+
+    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock)
+
+
+register_face_restorer()
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(on_app_started)

@@ -1,0 +1,287 @@
+"""The extension through fake WebUI hosts: registration, takeover, Extras, settings, infotext, API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+import numpy as np
+import pytest
+from fake_webui import FakeHost, PostprocessedImage, Processing
+from PIL import Image
+
+from lib_codeformer import webui as codeformer_webui
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory, small_weights):
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
+    save_file(dict(small_weights), path)
+    return path
+
+
+def make_host(variant, tmp_path, weights_file, monkeypatch, **cmd):
+    monkeypatch.setattr(codeformer_webui, "_RUNTIME", None)
+    host = FakeHost(variant, tmp_path / "models", cmd)
+    host.install()
+    host.shared.opts.data.update({"codeformer_weights_path": str(weights_file), "codeformer_detector": "yunet"})
+    host.script = host.load_script()
+    host.run_ui_settings()
+    return host
+
+
+@pytest.fixture(params=["a1111", "forge", "sdnext"])
+def host(request, tmp_path, weights_file, monkeypatch):
+    host = make_host(request.param, tmp_path, weights_file, monkeypatch)
+    yield host
+    host.uninstall()
+
+
+@pytest.fixture
+def a1111(tmp_path, weights_file, monkeypatch):
+    host = make_host("a1111", tmp_path, weights_file, monkeypatch)
+    yield host
+    host.uninstall()
+
+
+def ours(host):
+    return [r for r in host.shared.face_restorers if getattr(r, "codeformer_extension", False)]
+
+
+def test_registers_only_its_own_script_classes(host):
+    assert [c.__name__ for c in host.postprocessing_classes] == ["CodeFormerExtras"]
+    assert [c.__name__ for c in host.script_classes] == ["CodeFormerInfotext"]
+    extras = host.postprocessing_classes[0]
+    assert extras.name == "CodeFormer (extension)" and extras.order == 3001
+
+
+@pytest.mark.parametrize("variant", ["a1111", "forge"])
+def test_takes_over_the_builtin_codeformer(variant, tmp_path, weights_file, monkeypatch, astronaut):
+    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+    restorers = host.shared.face_restorers
+    assert len(restorers) == 1 and ours(host) == restorers and restorers[0].name() == "CodeFormer"
+    assert host.modules["modules.codeformer_model"].codeformer is restorers[0]
+    restored = host.restore_faces(astronaut)  # "Restore faces" in txt2img/img2img
+    assert not np.array_equal(restored, astronaut) and host.builtin.calls == 0
+    # The built-in Extras step and the extras API call codeformer_model.codeformer.restore(image, w=...).
+    again = host.modules["modules.codeformer_model"].codeformer.restore(astronaut, w=1.0)
+    assert not np.array_equal(again, restored)
+    host.uninstall()
+
+
+def test_takeover_can_be_turned_off_and_on(a1111, astronaut):
+    a1111.shared.opts.set("codeformer_takeover", False)
+    names = sorted(r.name() for r in a1111.shared.face_restorers)
+    assert names == ["CodeFormer", "CodeFormer (extension)"]
+    assert a1111.modules["modules.codeformer_model"].codeformer is a1111.builtin
+    a1111.restore_faces(astronaut)
+    assert a1111.builtin.calls == 1
+    a1111.shared.opts.set("codeformer_takeover", True)
+    assert [r.name() for r in a1111.shared.face_restorers] == ["CodeFormer"]
+    assert a1111.modules["modules.codeformer_model"].codeformer is ours(a1111)[0]
+
+
+def test_reload_is_idempotent(a1111):
+    a1111.load_script()
+    a1111.load_script()
+    assert len(a1111.shared.face_restorers) == 1 and len(ours(a1111)) == 1
+    a1111.shared.opts.set("codeformer_takeover", False)
+    assert len(a1111.shared.face_restorers) == 2  # the built-in came back once, not lost in a reload
+
+
+def test_extras_step_with_real_values(host, astronaut):
+    script = host.postprocessing_classes[0]()
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    values = {
+        "enable": True,
+        "fidelity": 0.3,
+        "visibility": 1.0,
+        "detector": "yunet",
+        "confidence": 0.0,
+        "faces": "all",
+        "max_faces": 0,
+        "min_face_size": 0,
+        "blend": 1.0,
+        "mask": "box",
+        "color_correction": False,
+    }
+    script.process(pp, **values)
+    assert not np.array_equal(np.asarray(pp.image), astronaut)
+    assert pp.info["CodeFormer fidelity"] == 0.3 and pp.info["CodeFormer faces"] == "1/1"
+    assert pp.info["CodeFormer detector"] == "yunet"
+
+
+def test_extras_step_called_by_the_api_with_every_control_none(host, astronaut):
+    script = host.postprocessing_classes[0]()
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    script.process(
+        pp,
+        **dict.fromkeys(
+            [
+                "enable",
+                "fidelity",
+                "visibility",
+                "detector",
+                "confidence",
+                "faces",
+                "max_faces",
+                "min_face_size",
+                "blend",
+                "mask",
+                "color_correction",
+            ]
+        ),
+    )
+    assert np.array_equal(np.asarray(pp.image), astronaut) and pp.info == {}
+    enabled_only = PostprocessedImage(Image.fromarray(astronaut))
+    script.process(enabled_only, enable=True, fidelity=None, detector=None)
+    assert enabled_only.info["CodeFormer faces"] == "1/1"
+
+
+def test_extras_keeps_alpha_and_visibility_blends(host, astronaut):
+    script = host.postprocessing_classes[0]()
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 77, np.uint8)])
+    pp = PostprocessedImage(Image.fromarray(rgba))
+    script.process(pp, enable=True, visibility=0.0)
+    assert pp.image.mode == "RGBA" and np.array_equal(np.asarray(pp.image), rgba)
+
+
+def test_restore_signatures_of_every_host(a1111, astronaut):
+    restorer = ours(a1111)[0]
+    p = Processing()
+    restorer.restore(astronaut, p)  # SD.Next passes p
+    assert p.extra_generation_params["CodeFormer faces"] == "1/1"
+    assert p.extra_generation_params["CodeFormer fidelity"] == 0.5  # the host's code_former_weight
+    a1111.shared.opts.data["code_former_weight"] = 0.9
+    restorer.restore(astronaut)
+    assert codeformer_webui.shared_runtime(codeformer_webui._RUNTIME.services).take_last().values["fidelity"] == 0.9
+
+
+def test_infotext_of_restore_faces(a1111, astronaut):
+    script = a1111.script_classes[0]()
+    p = Processing()
+    a1111.restore_faces(astronaut)
+    script.postprocess_image(p, PostprocessedImage(None))
+    assert p.extra_generation_params == {"CodeFormer fidelity": 0.5, "CodeFormer faces": "1/1", "CodeFormer detector": "yunet"}
+    second = Processing()
+    script.postprocess_image(second, PostprocessedImage(None))  # nothing restored since: nothing written
+    assert second.extra_generation_params == {}
+
+
+def test_missing_weights_leave_the_image_and_say_so_once(a1111, astronaut, tmp_path, caplog):
+    a1111.shared.opts.data["codeformer_weights_path"] = str(tmp_path / "missing.pth")
+    restorer = ours(a1111)[0]
+    p = Processing()
+    with caplog.at_level(logging.ERROR, logger="codeformer"):
+        first = restorer.restore(astronaut, p)
+        second = restorer.restore(astronaut)
+    assert first is astronaut and second is astronaut
+    assert (
+        "not applied" in p.extra_generation_params["CodeFormer"] and "does not exist" in p.extra_generation_params["CodeFormer"]
+    )
+    assert caplog.text.count("does not exist") == 1
+
+
+def test_settings_section_and_defaults(host):
+    labels = host.shared.opts.data_labels
+    keys = {key for key in labels if key.startswith("codeformer_")}
+    assert {
+        "codeformer_takeover",
+        "codeformer_fidelity",
+        "codeformer_detector",
+        "codeformer_confidence",
+        "codeformer_faces",
+        "codeformer_device",
+        "codeformer_unload",
+        "codeformer_weights_path",
+        "codeformer_mask",
+    } <= keys
+    assert all(labels[key].section == ("codeformer", "CodeFormer") for key in keys)
+    assert labels["codeformer_fidelity"].default == 0.5
+
+
+@pytest.mark.parametrize(
+    ("cmd", "expected"), [({"use_cpu": ["codeformer"]}, "cpu"), ({"use_cpu": ["all"]}, "cpu"), ({}, "cuda:0")]
+)
+def test_device_honours_use_cpu(cmd, expected, tmp_path, weights_file, monkeypatch):
+    host = make_host("a1111", tmp_path, weights_file, monkeypatch, **cmd)
+    host.modules["modules.devices"].device_codeformer = "cuda:0"
+    assert host.script._host_device() == expected
+    host.uninstall()
+
+
+def test_forge_always_cpu_and_memory_hand_off(tmp_path, weights_file, monkeypatch):
+    host = make_host("forge", tmp_path, weights_file, monkeypatch, always_cpu=True)
+    host.modules["modules.devices"].device = "cuda:0"
+    host.modules["modules.devices"].device_codeformer = None
+    assert host.script._host_device() == "cpu"
+    host.script._prepare_memory()
+    assert host.prepare_free_memory_calls == 1
+    host.uninstall()
+
+
+def test_progress_and_interrupt(a1111, astronaut):
+    restorer = ours(a1111)[0]
+    restorer.restore(astronaut)
+    assert a1111.shared.state.progress_log[-1] == (1, 1)
+    a1111.shared.state.interrupted = True
+    assert np.array_equal(restorer.restore(astronaut), astronaut)
+
+
+def png_base64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture
+def client(host):
+    from fastapi.testclient import TestClient
+
+    app = host.start_app()
+    host.callbacks["app_started"][0](None, app)  # a second start (Reload UI) adds nothing
+    assert sum(getattr(r, "path", "").startswith("/codeformer/v1/") for r in app.routes) == 2
+    return TestClient(app)
+
+
+def test_api_restore(client, astronaut):
+    response = client.post("/codeformer/v1/restore", json={"image": png_base64(astronaut), "detector": "yunet", "fidelity": 0.7})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
+    assert image.shape == astronaut.shape and not np.array_equal(image, astronaut)
+    assert len(body["faces"]) == 1 and body["faces"][0]["restored"] and len(body["faces"][0]["landmarks"]) == 5
+    assert body["info"]["CodeFormer fidelity"] == 0.7
+
+
+def test_api_options_schema(client):
+    options = {o["key"]: o for o in client.get("/codeformer/v1/options").json()["options"]}
+    assert options["fidelity"]["default"] == 0.5 and options["fidelity"]["maximum"] == 1.0
+    assert options["detector"]["choices"] == ["retinaface_resnet50", "retinaface_mobile0.25", "yunet"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"fidelity": 2}, 422, "fidelity"),
+        ({"faces": "leftmost"}, 422, "faces"),
+        ({"fidelty": 0.5}, 422, "fidelty"),
+        ({"image": "not base64!!"}, 400, "base64"),
+        ({"image": base64.b64encode(b"hello, not an image").decode()}, 400, "could not be decoded"),
+        ({"image": ""}, 400, "empty"),
+    ],
+)
+def test_api_bad_requests_are_4xx_with_a_reason(client, astronaut, body, status, fragment):
+    request = {"image": png_base64(astronaut[:64, :64]), **body}
+    response = client.post("/codeformer/v1/restore", json=request)
+    assert response.status_code == status
+    assert fragment in response.text
+
+
+def test_api_missing_weights_is_503_with_the_reason(client, host, astronaut, tmp_path):
+    host.shared.opts.data["codeformer_weights_path"] = str(tmp_path / "missing.pth")
+    response = client.post("/codeformer/v1/restore", json={"image": png_base64(astronaut), "detector": "yunet"})
+    assert response.status_code == 503 and "does not exist" in response.json()["detail"]
