@@ -285,3 +285,37 @@ def test_api_missing_weights_is_503_with_the_reason(client, host, astronaut, tmp
     host.shared.opts.data["codeformer_weights_path"] = str(tmp_path / "missing.pth")
     response = client.post("/codeformer/v1/restore", json={"image": png_base64(astronaut), "detector": "yunet"})
     assert response.status_code == 503 and "does not exist" in response.json()["detail"]
+
+
+def test_extras_ui_builds_with_this_gradio(host):
+    import gradio as gr
+
+    with gr.Blocks():
+        controls = host.postprocessing_classes[0]().ui()
+    assert list(controls) == [
+        "enable",
+        "fidelity",
+        "visibility",
+        "detector",
+        "confidence",
+        "faces",
+        "max_faces",
+        "min_face_size",
+        "blend",
+        "mask",
+        "color_correction",
+    ]
+    assert controls["fidelity"].label == "Fidelity w (0 = best quality, 1 = most faithful)"
+    assert controls["detector"].value == "retinaface_resnet50"
+    assert all(c.elem_id.startswith("codeformer_ext_extras_") for key, c in controls.items() if key != "enable")
+    assert all(getattr(c, "info", None) for key, c in controls.items() if key != "enable")  # the tooltip text
+
+
+def test_settings_components_build_with_this_gradio(host):
+    import gradio as gr
+
+    with gr.Blocks():
+        for key, info in host.shared.opts.data_labels.items():
+            if key.startswith("codeformer_"):
+                component = info.component or gr.Textbox
+                component(label=info.label, value=info.default, **(info.component_args or {}))

@@ -1,0 +1,36 @@
+"""Run by the WebUI before start-up: install what the extension needs and is missing.
+
+Only ``yuface`` (the built-in face detector) and, where absent,
+``safetensors`` and ``facexlib``; never a new torch, numpy, OpenCV or gradio
+(see ``lib_codeformer/install_plan.py``). A fast no-op when all is present;
+honours ``--skip-install``.
+"""
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import launch
+
+from lib_codeformer import install_plan
+
+
+def main() -> None:
+    if install_plan.skip_requested(sys.argv, getattr(launch, "args", None)):
+        return
+    needed = install_plan.missing(launch.is_installed)
+    if not needed:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix="-codeformer-constraints.txt", delete=False) as constraints:
+        constraints.write("\n".join(install_plan.host_pins()) + "\n")
+    try:
+        launch.run_pip(
+            install_plan.pip_arguments(needed, constraints.name), f"CodeFormer extension requirements: {', '.join(needed)}"
+        )
+    finally:
+        os.unlink(constraints.name)
+
+
+main()
