@@ -59,6 +59,10 @@ PARSENET = ModelFile(
 )
 
 
+class MissingDependency(RuntimeError):
+    """A package the pipeline needs is not installed; the message says how to install it."""
+
+
 @dataclass(frozen=True)
 class Detection:
     """One face as a detector reports it, in the coordinates of the image it was given."""
@@ -83,7 +87,13 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray, threshold: float) -> list[Detection]:
         """Faces in an RGB uint8 image with score >= ``threshold`` (0..1), best first."""
-        import yuface
+        try:
+            import yuface
+        except ImportError:
+            raise MissingDependency(
+                "the face detector package 'yuface' is not installed (the extension's install.py did not run). "
+                "Install it into the WebUI's Python environment: pip install yuface"
+            ) from None
 
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         scores, boxes, landmarks = yuface.detect(bgr, float(threshold))

@@ -399,10 +399,11 @@ def _face_from_landmarks(points: np.ndarray) -> FaceResult:
 
 
 def _is_setup_error(error: Exception) -> bool:
-    """Errors about the models themselves (missing weights): retrying face by face cannot help."""
+    """Errors about the set-up (missing weights or packages): retrying face by face cannot help."""
+    from .detection import MissingDependency
     from .weights import WeightsError
 
-    return isinstance(error, WeightsError)
+    return isinstance(error, (WeightsError, MissingDependency))
 
 
 def _choose(faces: list[FaceResult], settings: RestoreOptions, shape: tuple[int, int]) -> list[int]:

@@ -170,15 +170,17 @@ class ExtensionRuntime:
 
     def _report(self, error: Exception) -> str:
         """Log an error once per distinct message (not once per image) and return what the user sees."""
+        from .detection import MissingDependency
         from .weights import WeightsError
 
-        if isinstance(error, WeightsError):
+        if isinstance(error, (WeightsError, MissingDependency)):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}. The image was left unchanged; see the console for details."
         if message not in self._reported:
             self._reported.add(message)
-            logger.error("CodeFormer: %s", message, exc_info=not isinstance(error, (WeightsError, ValueError)))
+            expected = (WeightsError, MissingDependency, ValueError)
+            logger.error("CodeFormer: %s", message, exc_info=not isinstance(error, expected))
         return message
 
     def unload(self) -> None:

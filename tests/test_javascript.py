@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from fake_webui import ROOT
 
 PAGE = ROOT / "tests" / "js" / "extras_compare.html"

@@ -319,3 +319,13 @@ def test_settings_components_build_with_this_gradio(host):
             if key.startswith("codeformer_"):
                 component = info.component or gr.Textbox
                 component(label=info.label, value=info.default, **(info.component_args or {}))
+
+
+def test_without_yuface_the_user_is_told_what_to_install(a1111, astronaut, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yuface", None)  # as if install.py never ran
+    p = Processing()
+    restored = ours(a1111)[0].restore(astronaut, p)
+    assert restored is astronaut
+    assert "pip install yuface" in p.extra_generation_params["CodeFormer"]
