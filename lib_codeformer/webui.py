@@ -26,6 +26,9 @@ from . import options as option_specs
 logger = logging.getLogger("codeformer")
 
 SETTINGS_PREFIX = "codeformer_"
+# Options written into the infotext when they differ from the default (fidelity always is).
+INFOTEXT_OPTIONS = ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence")
+INFOTEXT_KEYS = {spec.key: f"CodeFormer {spec.key.replace('_', ' ')}" for spec in option_specs.OPTIONS}
 # Settings beyond the restore options.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -65,14 +68,15 @@ class Outcome:
         if self.error is not None:
             return {"CodeFormer": f"not applied: {self.error}"}
         info: dict[str, Any] = {
-            "CodeFormer fidelity": round(float(self.values.get("fidelity", 0.5)), 3),
-            "CodeFormer faces": f"{self.faces_restored}/{self.faces_found}",
+            INFOTEXT_KEYS["fidelity"]: round(float(self.values.get("fidelity", 0.5)), 3),
+            "CodeFormer restored": f"{self.faces_restored}/{self.faces_found}",
             "CodeFormer detector": self.detector,
         }
         defaults = option_specs.defaults()
-        for key in ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence"):
-            if key in self.values and self.values[key] != defaults[key]:
-                info[f"CodeFormer {key.replace('_', ' ')}"] = self.values[key]
+        for key in INFOTEXT_OPTIONS:
+            value = self.values.get(key)
+            if key in self.values and value != defaults[key]:
+                info[INFOTEXT_KEYS[key]] = round(value, 3) if isinstance(value, float) else value
         return info
 
 
@@ -88,6 +92,13 @@ class ExtensionRuntime:
         self._last = threading.local()
         # Host objects that must outlive a Reload UI (which imports the glue script again).
         self.host_state: dict[str, Any] = {}
+
+    def begin_generation(self, panel_values: dict[str, Any] | None) -> None:
+        """The per-generation panel is on (its values) or off (None) for this thread's generation."""
+        self._last.panel = panel_values
+
+    def panel(self) -> dict[str, Any] | None:
+        return getattr(self._last, "panel", None)
 
     def remember(self, outcome: Outcome) -> None:
         """Keep the last outcome of this thread, for the infotext of the image being generated."""
@@ -206,6 +217,33 @@ def shared_runtime(services: HostServices) -> ExtensionRuntime:
 def _blend(original: np.ndarray, restored: np.ndarray, visibility: float) -> np.ndarray:
     mixed = original.astype(np.float32) * (1.0 - visibility) + restored.astype(np.float32) * visibility
     return np.clip(np.rint(mixed), 0, np.iinfo(original.dtype).max).astype(original.dtype)
+
+
+def panel_values(args: Sequence[Any]) -> dict[str, Any]:
+    """The panel's positional script args (UI order, possibly shorter from the API) as named values."""
+    from .webui_ui import PANEL_KEYS
+
+    names = ("enable", *PANEL_KEYS)
+    return {name: value for name, value in zip(names, args, strict=False) if value is not None}  # API args may be fewer
+
+
+def infotext_fields(controls: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(component, infotext key or function) pairs so that PNG Info / "send to" restores the panel.
+
+    The panel counts as used when the parameters hold CodeFormer's but no
+    "Face restoration" (which Restore faces writes); absent options reset to
+    their defaults.
+    """
+    fields: list[tuple[Any, Any]] = [
+        (controls["enable"], lambda params: INFOTEXT_KEYS["fidelity"] in params and "Face restoration" not in params)
+    ]
+    for key, component in controls.items():
+        if key == "enable":
+            continue
+        default = option_specs.BY_KEY[key].default
+        fallback = 0 if default is None else default
+        fields.append((component, lambda params, key=key, fallback=fallback: params.get(INFOTEXT_KEYS[key], fallback)))
+    return fields
 
 
 def settings_keys() -> dict[str, str]:

@@ -45,8 +45,24 @@ def control(gr, spec: option_specs.OptionSpec, tab: str, value: Any = None) -> A
     return gr.Number(value=value or 0, precision=0, minimum=spec.minimum, maximum=spec.maximum, **common)
 
 
+# The per-generation panel in txt2img/img2img: the main options, in this order (the API's args order too).
+PANEL_KEYS = ("fidelity", "faces", "max_faces", "min_face_size", "blend", "mask", "color_correction")
+
+
 def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = "extras") -> dict[str, Any]:
-    """The Extras step's controls: ``enable`` and every option, inside an accordion.
+    """The Extras step's controls: ``enable`` and every option, inside an accordion."""
+    rows = (("fidelity", "visibility"), ("detector", "confidence"), ("faces", "max_faces", "min_face_size"), EXTRAS_KEYS[7:])
+    return _accordion_of(gr, accordion, tab, rows)
+
+
+def panel_controls(gr, accordion: Callable[..., Any] | None, tab: str) -> dict[str, Any]:
+    """The txt2img/img2img panel's controls: ``enable`` and the main options."""
+    rows = (("fidelity", "faces"), ("max_faces", "min_face_size"), ("blend", "mask", "color_correction"))
+    return _accordion_of(gr, accordion, tab, rows)
+
+
+def _accordion_of(gr, accordion, tab: str, rows) -> dict[str, Any]:
+    """``enable`` and the options in ``rows``, inside an accordion.
 
     ``accordion(value, label=..., elem_id=...)`` is the host's InputAccordion
     (a checkbox shown as an accordion) where it has one; else a plain
@@ -55,17 +71,16 @@ def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = 
     elem_id = f"{ELEMENT_PREFIX}{tab}"
     if accordion is not None:
         with accordion(False, label="CodeFormer (extension)", elem_id=elem_id) as enable:
-            controls = _option_rows(gr, tab)
+            controls = _option_rows(gr, tab, rows)
     else:
         with gr.Accordion("CodeFormer (extension)", open=False, elem_id=elem_id):
             enable = gr.Checkbox(False, label="Enable", elem_id=f"{elem_id}_enable")
-            controls = _option_rows(gr, tab)
+            controls = _option_rows(gr, tab, rows)
     return {"enable": enable, **controls}
 
 
-def _option_rows(gr, tab: str) -> dict[str, Any]:
+def _option_rows(gr, tab: str, rows) -> dict[str, Any]:
     controls: dict[str, Any] = {}
-    rows = (("fidelity", "visibility"), ("detector", "confidence"), ("faces", "max_faces", "min_face_size"), EXTRAS_KEYS[7:])
     for row in rows:
         with gr.Row():
             for key in row:

@@ -131,6 +131,8 @@ class CodeFormerFaceRestorer(_FaceRestorationBase):
 
     def restore(self, np_image: np.ndarray, p=None, w: float | None = None) -> np.ndarray:
         """AUTOMATIC1111 passes the image; SD.Next adds ``p``; the built-in Extras step passes ``w``."""
+        if runtime.panel() is not None:  # the panel restores this generation's images itself
+            return np_image
         values = {}
         if w is not None:
             values["fidelity"] = w
@@ -180,13 +182,7 @@ class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
     order = 3001  # just after the built-in CodeFormer (3000)
 
     def ui(self):
-        try:
-            from modules import ui_components
-
-            accordion = getattr(ui_components, "InputAccordion", None)
-        except ImportError:
-            accordion = None
-        return codeformer_ui.extras_controls(gr, accordion)
+        return codeformer_ui.extras_controls(gr, _input_accordion())
 
     def process(self, pp, **values):
         """Called by the host for each image; API callers leave controls as None, which means disabled."""
@@ -199,8 +195,13 @@ class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
         pp.info.update(outcome.infotext())
 
 
-class CodeFormerInfotext(scripts.Script):
-    """Writes what "Restore faces" did with our restorer into the image's parameters."""
+class CodeFormerPanel(scripts.Script):
+    """The CodeFormer accordion in txt2img and img2img, applied to each generated image.
+
+    Also writes what "Restore faces" did into the image's parameters. When
+    both the panel and the taken-over "Restore faces" are on, the panel
+    alone restores (once, with its own options).
+    """
 
     def title(self):
         return EXTENSION_NAME
@@ -209,12 +210,36 @@ class CodeFormerInfotext(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        return []
+        controls = codeformer_ui.panel_controls(gr, _input_accordion(), "img2img" if is_img2img else "txt2img")
+        self.infotext_fields = codeformer_webui.infotext_fields(controls)
+        return list(controls.values())
+
+    def process(self, p, *args):
+        values = codeformer_webui.panel_values(args)
+        runtime.begin_generation(values if values.get("enable") else None)
 
     def postprocess_image(self, p, pp, *args):
-        outcome = runtime.take_last()
+        values = codeformer_webui.panel_values(args)
+        if values.get("enable"):
+            image = pp.image
+            mode = "RGBA" if image.mode == "RGBA" else "RGB"
+            outcome = runtime.restore(np.array(image.convert(mode)), values, progress=_face_progress, should_stop=_should_stop)
+            pp.image = Image.fromarray(outcome.image)
+        else:
+            outcome = runtime.take_last()  # what "Restore faces" did to this image, if anything
         if outcome is not None and hasattr(p, "extra_generation_params"):
             p.extra_generation_params.update(outcome.infotext())
+
+    def postprocess(self, p, processed, *args):
+        runtime.begin_generation(None)
+
+
+def _input_accordion():
+    try:
+        from modules import ui_components
+    except ImportError:
+        return None
+    return getattr(ui_components, "InputAccordion", None)
 
 
 def on_ui_settings() -> None:

@@ -53,7 +53,7 @@ def ours(host):
 
 def test_registers_only_its_own_script_classes(host):
     assert [c.__name__ for c in host.postprocessing_classes] == ["CodeFormerExtras"]
-    assert [c.__name__ for c in host.script_classes] == ["CodeFormerInfotext"]
+    assert [c.__name__ for c in host.script_classes] == ["CodeFormerPanel"]
     extras = host.postprocessing_classes[0]
     assert extras.name == "CodeFormer (extension)" and extras.order == 3001
 
@@ -110,7 +110,7 @@ def test_extras_step_with_real_values(host, astronaut):
     }
     script.process(pp, **values)
     assert not np.array_equal(np.asarray(pp.image), astronaut)
-    assert pp.info["CodeFormer fidelity"] == 0.3 and pp.info["CodeFormer faces"] == "1/1"
+    assert pp.info["CodeFormer fidelity"] == 0.3 and pp.info["CodeFormer restored"] == "1/1"
     assert pp.info["CodeFormer detector"] == "yunet"
 
 
@@ -138,7 +138,7 @@ def test_extras_step_called_by_the_api_with_every_control_none(host, astronaut):
     assert np.array_equal(np.asarray(pp.image), astronaut) and pp.info == {}
     enabled_only = PostprocessedImage(Image.fromarray(astronaut))
     script.process(enabled_only, enable=True, fidelity=None, detector=None)
-    assert enabled_only.info["CodeFormer faces"] == "1/1"
+    assert enabled_only.info["CodeFormer restored"] == "1/1"
 
 
 def test_extras_keeps_alpha_and_visibility_blends(host, astronaut):
@@ -153,7 +153,7 @@ def test_restore_signatures_of_every_host(a1111, astronaut):
     restorer = ours(a1111)[0]
     p = Processing()
     restorer.restore(astronaut, p)  # SD.Next passes p
-    assert p.extra_generation_params["CodeFormer faces"] == "1/1"
+    assert p.extra_generation_params["CodeFormer restored"] == "1/1"
     assert p.extra_generation_params["CodeFormer fidelity"] == 0.5  # the host's code_former_weight
     a1111.shared.opts.data["code_former_weight"] = 0.9
     restorer.restore(astronaut)
@@ -165,7 +165,7 @@ def test_infotext_of_restore_faces(a1111, astronaut):
     p = Processing()
     a1111.restore_faces(astronaut)
     script.postprocess_image(p, PostprocessedImage(None))
-    assert p.extra_generation_params == {"CodeFormer fidelity": 0.5, "CodeFormer faces": "1/1", "CodeFormer detector": "yunet"}
+    assert p.extra_generation_params == {"CodeFormer fidelity": 0.5, "CodeFormer restored": "1/1", "CodeFormer detector": "yunet"}
     second = Processing()
     script.postprocess_image(second, PostprocessedImage(None))  # nothing restored since: nothing written
     assert second.extra_generation_params == {}
@@ -329,3 +329,93 @@ def test_without_yuface_the_user_is_told_what_to_install(a1111, astronaut, monke
     restored = ours(a1111)[0].restore(astronaut, p)
     assert restored is astronaut
     assert "pip install yuface" in p.extra_generation_params["CodeFormer"]
+
+
+def panel(host):
+    return host.script_classes[0]()
+
+
+def generate(host, image, *args, restore_faces=False):
+    """What the host does around one generated image: process, (Restore faces), postprocess_image, postprocess."""
+    script = panel(host)
+    p = Processing()
+    script.process(p, *args)
+    if restore_faces:
+        p.extra_generation_params["Face restoration"] = "CodeFormer"
+        image = host.restore_faces(image)
+    pp = PostprocessedImage(Image.fromarray(image))
+    script.postprocess_image(p, pp, *args)
+    script.postprocess(p, None, *args)
+    return np.asarray(pp.image), p.extra_generation_params
+
+
+def test_panel_ui_builds_with_this_gradio(host):
+    import gradio as gr
+
+    script = panel(host)
+    with gr.Blocks():
+        components = script.ui(False)
+    assert [c.elem_id for c in components[1:]] == [
+        f"codeformer_ext_txt2img_{key}"
+        for key in ("fidelity", "faces", "max_faces", "min_face_size", "blend", "mask", "color_correction")
+    ]
+    assert len(script.infotext_fields) == len(components)
+
+
+def test_panel_restores_each_generated_image(host, astronaut):
+    restored, params = generate(host, astronaut, True, 0.7, "largest")
+    assert not np.array_equal(restored, astronaut)
+    assert params["CodeFormer fidelity"] == 0.7 and params["CodeFormer faces"] == "largest"
+    assert params["CodeFormer restored"] == "1/1"
+    untouched, nothing = generate(host, astronaut, False, 0.7)
+    assert np.array_equal(untouched, astronaut) and nothing == {}
+
+
+@pytest.mark.parametrize("variant", ["a1111", "forge"])
+def test_panel_and_restore_faces_restore_once(variant, tmp_path, weights_file, monkeypatch, astronaut):
+    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+    both, params = generate(host, astronaut, True, 0.7, restore_faces=True)
+    panel_only, _ = generate(host, astronaut, True, 0.7)
+    np.testing.assert_array_equal(both, panel_only)
+    assert params["CodeFormer fidelity"] == 0.7
+    restore_only, restore_params = generate(host, astronaut, False, restore_faces=True)
+    assert not np.array_equal(restore_only, astronaut) and restore_params["CodeFormer fidelity"] == 0.5
+    host.uninstall()
+
+
+def paste(fields, params):
+    """What the WebUI's paste (PNG Info, "send to txt2img") sets each panel component to."""
+    return [key(params) if callable(key) else params.get(key) for _, key in fields]
+
+
+def test_panel_values_round_trip_through_the_infotext(a1111, astronaut):
+    import gradio as gr
+
+    script = panel(a1111)
+    with gr.Blocks():
+        script.ui(False)
+    args = [True, 0.25, "center", 2, 16, 0.8, "box", True]
+    _, params = generate(a1111, astronaut, *args)
+    text = {key: str(value) for key, value in params.items()}  # infotext values come back as strings
+    pasted = paste(script.infotext_fields, text)
+    assert pasted[0] is True
+    assert [float(pasted[1]), pasted[2], int(pasted[3]), int(pasted[4]), float(pasted[5]), pasted[6], pasted[7]] == [
+        0.25,
+        "center",
+        2,
+        16,
+        0.8,
+        "box",
+        "True",
+    ]
+    _, restore_faces_params = generate(a1111, astronaut, False, restore_faces=True)
+    assert paste(script.infotext_fields, restore_faces_params)[0] is False  # Restore faces' infotext does not enable the panel
+    assert paste(script.infotext_fields, {})[1:3] == [0.5, "all"]  # absent options reset to defaults
+
+
+def test_panel_through_alwayson_scripts_args(host, astronaut):
+    """The txt2img/img2img API passes the panel's args positionally, possibly fewer than the UI has."""
+    restored, params = generate(host, astronaut, True, 0.3)
+    assert not np.array_equal(restored, astronaut) and params["CodeFormer fidelity"] == 0.3
+    _, defaults = generate(host, astronaut, True)
+    assert defaults["CodeFormer fidelity"] == 0.5
