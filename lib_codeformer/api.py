@@ -12,13 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, Optional
 
 import numpy as np
 import pydantic
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image
 from pydantic import BaseModel, Field
 
@@ -92,16 +94,44 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def parse_api_auth(value: str | None) -> dict[str, str]:
+    """The WebUI's ``--api-auth user:pass[,user2:pass2]`` as {user: password}."""
+    credentials = {}
+    for pair in (value or "").split(","):
+        user, separator, password = pair.strip().partition(":")
+        if separator and user:
+            credentials[user] = password
+    return credentials
+
+
+def basic_auth(credentials: dict[str, str]) -> Callable[..., None]:
+    """A FastAPI dependency demanding HTTP Basic credentials from ``credentials`` (compared in constant time)."""
+    scheme = HTTPBasic(auto_error=False)
+
+    def check(given: Optional[HTTPBasicCredentials] = Depends(scheme)) -> None:  # noqa: UP045, B008
+        if given is not None:
+            expected = credentials.get(given.username)
+            # An unknown user is compared against a random password, so timing does not tell users apart.
+            reference = expected if expected is not None else secrets.token_hex(16)
+            if secrets.compare_digest(given.password.encode(), reference.encode()) and expected is not None:
+                return
+        raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    return check
+
+
 def add_routes(
     app: FastAPI,
     restore: Callable[[np.ndarray, dict[str, Any]], Any],
     *,
     lock: AbstractContextManager | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    dependencies: list | None = None,
+    auth: dict[str, str] | None = None,
 ) -> None:
     """Add the routes to ``app``. ``restore(image, values)`` returns a ``webui.Outcome``-like result
-    that also carries ``faces`` (the pipeline's face list) when it has one."""
+    that also carries ``faces`` (the pipeline's face list) when it has one. With ``auth``
+    ({user: password}, from ``--api-auth``) every route demands HTTP Basic credentials."""
+    dependencies = [Depends(basic_auth(auth))] if auth else []
 
     def options() -> dict[str, Any]:
         return {"options": [spec.schema() for spec in option_specs.OPTIONS]}
@@ -119,8 +149,8 @@ def add_routes(
             "info": outcome.infotext(),
         }
 
-    app.add_api_route("/codeformer/v1/options", options, methods=["GET"], dependencies=dependencies or [])
-    app.add_api_route("/codeformer/v1/restore", restore_route, methods=["POST"], dependencies=dependencies or [])
+    app.add_api_route("/codeformer/v1/options", options, methods=["GET"], dependencies=dependencies)
+    app.add_api_route("/codeformer/v1/restore", restore_route, methods=["POST"], dependencies=dependencies)
 
 
 def _face_json(face) -> dict[str, Any]:

@@ -290,7 +290,8 @@ def on_app_started(demo, app) -> None:
 
     from lib_codeformer import api
 
-    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock)
+    # --api-auth protects the WebUI's own API; routes an extension adds get nothing unless it adds it.
+    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock, auth=api.parse_api_auth(_cmd("api_auth")))
 
 
 register_face_restorer()

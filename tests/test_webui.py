@@ -419,3 +419,25 @@ def test_panel_through_alwayson_scripts_args(host, astronaut):
     assert not np.array_equal(restored, astronaut) and params["CodeFormer fidelity"] == 0.3
     _, defaults = generate(host, astronaut, True)
     assert defaults["CodeFormer fidelity"] == 0.5
+
+
+def test_api_routes_demand_the_webui_api_credentials(tmp_path, weights_file, monkeypatch, astronaut):
+    from fastapi.testclient import TestClient
+
+    host = make_host("a1111", tmp_path, weights_file, monkeypatch, api_auth="alice:s3cret,bob:hunter2")
+    client = TestClient(host.start_app())
+    for route, call in (("/codeformer/v1/options", client.get), ("/codeformer/v1/restore", client.post)):
+        assert call(route).status_code == 401
+        assert call(route, auth=("alice", "wrong")).status_code == 401
+        assert call(route, auth=("mallory", "s3cret")).status_code == 401
+    assert client.get("/codeformer/v1/options", auth=("bob", "hunter2")).status_code == 200
+    body = {"image": png_base64(astronaut[:64, :64]), "detector": "yunet"}
+    assert client.post("/codeformer/v1/restore", json=body, auth=("alice", "s3cret")).status_code == 200
+    host.uninstall()
+
+
+def test_api_auth_parsing():
+    from lib_codeformer.api import parse_api_auth
+
+    assert parse_api_auth("a:b,c:d:e, f:") == {"a": "b", "c": "d:e", "f": ""}
+    assert parse_api_auth(None) == {} and parse_api_auth("nocolon") == {}
