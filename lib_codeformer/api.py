@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,10 +20,11 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import pydantic
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from PIL import Image
+from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from . import options as option_specs
 
@@ -62,8 +64,37 @@ def _fields(request: RestoreRequest) -> dict[str, Any]:
     return dump()
 
 
-def decode_image(data: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """base64 (or a data URL) to a loaded RGB/RGBA image; HTTPException 400/413 for anything else."""
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_request(raw: bytes) -> RestoreRequest:
+    """The request body, validated; HTTPException 400 (not JSON) or 422 (invalid fields, each named).
+
+    Parsed here rather than by FastAPI: FastAPI echoes invalid input in its
+    422 response and fails (500) when that input is NaN or Infinity.
+    """
+    try:
+        payload = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HTTPException(status_code=400, detail=f"body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(status_code=422, detail="body must be a JSON object with at least an 'image' field")
+    try:
+        return RestoreRequest(**payload)
+    except pydantic.ValidationError as error:
+        problems = [{"loc": list(problem["loc"]), "msg": problem["msg"]} for problem in error.errors()]
+        raise HTTPException(status_code=422, detail=problems) from None
+
+
+def decode_image(data: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+    """base64 (or a data URL) to a loaded, upright RGB/RGBA image, and notes on what was done to it.
+
+    The pixel limit is checked from the header, before any pixel is
+    decoded, so a small file that would decode to a huge image costs
+    nothing. HTTPException 400 (not base64, not an image, truncated) or 413
+    (over the limit) for everything else.
+    """
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
@@ -72,6 +103,7 @@ def decode_image(data: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise HTTPException(status_code=400, detail="image is not valid base64") from None
     if not raw:
         raise HTTPException(status_code=400, detail="image is empty")
+    notes: list[str] = []
     try:
         with Image.open(io.BytesIO(raw)) as opened:
             width, height = opened.size
@@ -79,13 +111,30 @@ def decode_image(data: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
                 raise HTTPException(
                     status_code=413, detail=f"image is {width} x {height} pixels; the limit is {max_pixels} pixels"
                 )
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"animated image: only the first of its {frames} frames was restored")
+            orientation = _orientation(opened)
             opened.load()
-            image = opened.convert("RGBA" if "A" in opened.mode or "transparency" in opened.info else "RGB")
+            upright = ImageOps.exif_transpose(opened)
+            if orientation not in (None, 1):
+                notes.append(f"turned upright by its EXIF orientation ({orientation})")
+            has_alpha = "A" in upright.mode or "transparency" in upright.info
+            image = upright.convert("RGBA" if has_alpha else "RGB")
     except HTTPException:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow's own limit, checked while opening
+        raise HTTPException(status_code=413, detail=f"image is too large: {error}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise HTTPException(status_code=400, detail=f"image could not be decoded: {error}") from None
-    return image
+    return image, notes
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block is not a reason to refuse the image
+        return None
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -136,17 +185,24 @@ def add_routes(
     def options() -> dict[str, Any]:
         return {"options": [spec.schema() for spec in option_specs.OPTIONS]}
 
-    def restore_route(request: RestoreRequest) -> dict[str, Any]:
-        values = _fields(request)
-        image = np.asarray(decode_image(values.pop("image"), max_pixels))
+    async def restore_route(request: Request) -> dict[str, Any]:
+        body = parse_request(await request.body())
+        return await run_in_threadpool(restore_request, body)
+
+    def restore_request(body: RestoreRequest) -> dict[str, Any]:
+        values = _fields(body)
+        image, notes = decode_image(values.pop("image"), max_pixels)
         with lock if lock is not None else nullcontext():
-            outcome = restore(image, values)
+            outcome = restore(np.asarray(image), values)
         if outcome.error is not None:
             raise HTTPException(status_code=503, detail=outcome.error)
+        info = outcome.infotext()
+        if notes:
+            info["CodeFormer input"] = "; ".join(notes)
         return {
             "image": encode_png(outcome.image),
             "faces": [_face_json(face) for face in getattr(outcome, "faces", [])],
-            "info": outcome.infotext(),
+            "info": info,
         }
 
     app.add_api_route("/codeformer/v1/options", options, methods=["GET"], dependencies=dependencies)
