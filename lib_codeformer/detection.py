@@ -28,7 +28,7 @@ import torch
 
 from .download import ModelFile, default_cache_dir, download_file, find_model_file
 from .options import DETECTORS
-from .weights import WeightsError
+from .weights import WeightsError, safe_torch_load
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class RetinaFaceDetector:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)
     except Exception as error:  # any failure to read means the same thing to the user
         raise WeightsError(
             f"{path} is not a usable weights file ({str(error).splitlines()[0]}). Delete it to download it again."

@@ -90,7 +90,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path, size: int) -> dict:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = safe_torch_load(path)
     except pickle.UnpicklingError as error:
         raise _unpickling_error(path, size, error) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, KeyError) as error:
@@ -101,6 +101,16 @@ def _read_torch(path: Path, size: int) -> dict:
             f"it is not a CodeFormer checkpoint. {GET_OFFICIAL}"
         )
     return dict(loaded)
+
+
+def safe_torch_load(path: Path):
+    """``torch.load(weights_only=True)``, called as ``torch.serialization.load``.
+
+    AUTOMATIC1111 replaces ``torch.load`` with its own checker, which rejects
+    (and returns None for) archives written by newer torch versions;
+    ``weights_only`` is the guard here, on every host.
+    """
+    return torch.serialization.load(path, map_location="cpu", weights_only=True)
 
 
 def _unpickling_error(path: Path, size: int, error: Exception) -> WeightsError:
