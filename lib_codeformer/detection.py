@@ -174,12 +174,15 @@ def create_detector(
     except (WeightsError, ImportError) as error:
         if not _fallback_warned.is_set():
             _fallback_warned.set()
+            reason = str(error).split(". Download ")[0]  # the file's own hint follows below
             logger.warning(
-                "Face detector %s is unavailable (%s); using the built-in YuNet detector instead. To use %s, put %s in %s.",
+                "Face detector %s is unavailable (%s); using the built-in YuNet detector instead. "
+                "To use %s, put %s (from %s) in %s.",
                 name,
-                error,
+                reason,
                 name,
                 model.filename,
+                model.url,
                 model_dirs[0] if model_dirs else default_cache_dir(),
             )
         return YuNetDetector()

@@ -40,6 +40,8 @@ class ModelFile:
     size: int | None = None
     # Other names the same file is stored under (AUTOMATIC1111 renames codeformer.pth).
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Another way to give the file, said in error messages.
+    override_hint: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,6 +54,7 @@ CODEFORMER = ModelFile(
     sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
     size=376_637_898,
     aliases=("codeformer-v0.1.0.pth", "codeformer.safetensors"),
+    override_hint=f"pass its path (--weights PATH, or ${WEIGHTS_ENV})",
 )
 
 
@@ -118,10 +121,8 @@ def locate_weights(
 
 def _manual_hint(model: ModelFile, folder: Path) -> str:
     checksum = f" (sha256 {model.sha256})" if model.sha256 else ""
-    return (
-        f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}, "
-        f"or pass its path (--weights PATH, or ${WEIGHTS_ENV})."
-    )
+    alternative = f", or {model.override_hint}" if model.override_hint else ""
+    return f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}{alternative}."
 
 
 def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: bool = True, timeout: float = 60.0) -> Path:
