@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .weights import WeightsError, convert_to_safetensors
@@ -48,6 +49,8 @@ def _restore(args: argparse.Namespace) -> int:
     }
     try:
         RestoreOptions(**options).validated()
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1 (got {args.jobs})")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -57,36 +60,57 @@ def _restore(args: argparse.Namespace) -> int:
     jobs = list(iter_inputs(args.inputs, args.recursive))
     inputs = {source.resolve() for source, _ in jobs}
     counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
+    work: list[tuple[Path, Path]] = []
+    for source, relative in jobs:
+        target = (output_dir / relative).resolve()
+        problem = _refuse_target(target, output_dir, inputs, args)
+        if problem == "skip":
+            counts["skipped"] += 1
+        elif problem:
+            counts["failed"] += 1
+            print(f"failed: {source}: {problem}", file=sys.stderr)
+        else:
+            work.append((source, target))
+
+    def failed(message: str) -> None:
+        counts["failed"] += 1
+        tqdm.write(f"failed: {message}", file=sys.stderr)
+
     started = time.perf_counter()
-    with tqdm(jobs, unit="image", disable=args.quiet, file=sys.stderr) as bar:
-        for source, relative in bar:
-            target = (output_dir / relative).resolve()
-            problem = _refuse_target(target, output_dir, inputs, args)
-            if problem == "skip":
-                counts["skipped"] += 1
-                continue
-            if problem:
-                counts["failed"] += 1
-                tqdm.write(f"failed: {source}: {problem}", file=sys.stderr)
-                continue
+    # Reading the next images and writing finished ones run in --jobs threads, beside the network.
+    with (
+        ThreadPoolExecutor(max_workers=args.jobs) as pool,
+        tqdm(total=len(work), unit="image", disable=args.quiet, file=sys.stderr) as bar,
+    ):
+        reads = [pool.submit(read_image, source) for source, _ in work[: args.jobs]]
+        writes = []
+        for index, (source, target) in enumerate(work):
+            if index + args.jobs < len(work):
+                reads.append(pool.submit(read_image, work[index + args.jobs][0]))
             try:
-                loaded = read_image(source)
+                loaded = reads[index].result()
                 result = restorer.restore(loaded.pixels, **options)
-                write_image(target, result.image, loaded)
             except ImageFileError as error:
-                counts["failed"] += 1
-                tqdm.write(f"failed: {error}", file=sys.stderr)
+                failed(str(error))
+                bar.update()
                 continue
             except WeightsError:
                 raise
             except Exception as error:  # one bad image must not end the batch
-                counts["failed"] += 1
-                tqdm.write(f"failed: {source}: {error}", file=sys.stderr)
+                failed(f"{source}: {error}")
+                bar.update()
                 continue
-            counts["images"] += 1
+            reads[index] = None  # let the decoded input go
+            writes.append((source, pool.submit(write_image, target, result.image, loaded)))
             counts["faces"] += result.restored_count
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(faces=counts["faces"], faces_per_s=f"{counts['faces'] / elapsed:.2f}")
+            bar.update()
+            bar.set_postfix(faces=counts["faces"], faces_per_s=f"{counts['faces'] / (time.perf_counter() - started):.2f}")
+        for source, write in writes:
+            try:
+                write.result()
+                counts["images"] += 1
+            except OSError as error:
+                failed(f"{source}: could not write the result ({error})")
     print(
         f"{counts['images']} images written, {counts['faces']} faces restored, "
         f"{counts['skipped']} skipped, {counts['failed']} failed -> {output_dir}"
@@ -139,6 +163,7 @@ def _add_restore_parser(commands) -> None:
     restore.add_argument("--aligned", action="store_true", help="inputs are aligned 512 x 512 faces")
     restore.add_argument("--batch-size", type=int, default=None, help="faces per network call (default by device)")
     restore.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision (default fp32)")
+    restore.add_argument("--jobs", "-j", type=int, default=2, help="threads reading and writing files beside the network")
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     restore.set_defaults(run=_restore)
 

@@ -126,14 +126,30 @@ def _manual_hint(model: ModelFile, folder: Path) -> str:
 
 
 def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``model`` into ``target_dir``; verify size and sha256; rename into place only when right."""
+    """Download ``model`` into ``target_dir``; verify size and sha256; rename into place only when right.
+
+    A lock file next to the target makes processes that need the file at the
+    same moment download it once: the others wait, then find it. Whoever holds
+    the lock first deletes temporary files left by a crashed download.
+    """
+    from filelock import FileLock
+
     target_dir = Path(target_dir)
     target = target_dir / model.filename
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
-        handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target_dir)
+        with FileLock(str(target_dir / f".{model.filename}.lock")):
+            if target.is_file() and target.stat().st_size > 0:
+                return target  # another process finished it while this one waited
+            for stale in target_dir.glob(f".{model.filename}.*.part"):
+                stale.unlink(missing_ok=True)
+            return _download_locked(model, target_dir, target, progress, timeout)
     except OSError as error:
         raise DownloadError(f"Cannot write to {target_dir} ({error}). {_manual_hint(model, target_dir)}") from None
+
+
+def _download_locked(model: ModelFile, target_dir: Path, target: Path, progress: bool, timeout: float) -> Path:
+    handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target_dir)
     partial = Path(partial_name)
     logger.info("Downloading %s to %s", model.url, target)
     try:

@@ -125,8 +125,12 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(photos, tmp_path, s
     monkeypatch.setattr("lib_codeformer.files.write_image", interrupt_second)
     args = (str(photos), "--recursive", "--output", str(out), "--weights", str(small_weights_file))
     assert run(*args) == 130
-    leftovers = [p.name for p in out.rglob("*") if p.is_file()]
-    assert leftovers == ["a.png"]
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert "b.jpg" not in [p.name for p in leftovers] and "a.png" in [p.name for p in leftovers]
+    for written in leftovers:  # whatever exists is complete: no temporary or truncated file
+        assert not written.name.endswith(".part")
+        with Image.open(written) as image:
+            image.load()
     monkeypatch.setattr("lib_codeformer.files.write_image", real_write)
     assert run(*args, "--skip-existing") == 1  # only broken.png fails
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "b.jpg", "c.webp"]
@@ -148,6 +152,39 @@ def test_missing_weights_say_where_to_put_them(tmp_path, astronaut, capsys):
     assert run(str(source), "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "missing.pth")) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "codeformer.pth" in err
+
+
+def test_jobs_give_identical_outputs(photos, tmp_path, small_weights_file):
+    outputs = {}
+    for jobs in ("1", "3"):
+        out = tmp_path / f"out{jobs}"
+        assert run(str(photos), "-r", "--output", str(out), "--weights", str(small_weights_file), "--jobs", jobs) == 1
+        outputs[jobs] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert outputs["1"] == outputs["3"] and len(outputs["1"]) == 3
+
+
+def test_never_writes_outside_the_output_folder(tmp_path, astronaut, small_weights_file, capsys):
+    inside = tmp_path / "photos"
+    inside.mkdir()
+    Image.fromarray(astronaut).save(inside / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "a.png").symlink_to(elsewhere / "a.png")  # a link in the output folder pointing out of it
+    assert (
+        run(
+            str(tmp_path / "photos" / ".." / "photos" / "a.png"),
+            "--output",
+            str(out),
+            "--overwrite",
+            "--weights",
+            str(small_weights_file),
+        )
+        == 1
+    )
+    assert "outside" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_module_entry_point(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -23,6 +24,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         type(self).requests.append(self.path)
+        if self.path == "/slow.pth":
+            time.sleep(1.0)  # long enough for a second process to arrive while the first downloads
         if self.path == "/missing.pth":
             self.send_error(404, "Not Found")
             return
@@ -55,6 +58,11 @@ def model_at(url: str) -> ModelFile:
     return ModelFile(filename="codeformer.pth", url=url, sha256=PAYLOAD_SHA256, size=len(PAYLOAD), aliases=CODEFORMER.aliases)
 
 
+def leftovers(folder: Path) -> list[str]:
+    """Files in ``folder`` apart from the (empty) lock file that serialises downloads."""
+    return [p.name for p in folder.iterdir() if not (p.name.endswith(".lock") and p.stat().st_size == 0)]
+
+
 def closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,7 +82,7 @@ def test_download_verifies_and_renames_into_place(server, tmp_path):
     )
     assert path == tmp_path / "Codeformer" / "codeformer.pth"
     assert path.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in path.parent.iterdir()) == ["codeformer.pth"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".codeformer.pth.lock", "codeformer.pth"]
 
 
 @pytest.mark.parametrize(
@@ -89,14 +97,14 @@ def test_failed_download_leaves_nothing_and_says_where_to_put_the_file(server, t
     target = tmp_path / "models"
     with pytest.raises(DownloadError, match=expected) as raised:
         download_file(model_at(f"{server}{route}"), target, progress=False, timeout=10)
-    assert list(target.iterdir()) == []
+    assert leftovers(target) == []
     assert str(target / "codeformer.pth") in str(raised.value)
 
 
 def test_connection_refused(tmp_path):
     with pytest.raises(DownloadError, match=r"Could not download.*refused") as raised:
         download_file(model_at(closed_port_url()), tmp_path, progress=False, timeout=5)
-    assert list(tmp_path.iterdir()) == []
+    assert leftovers(tmp_path) == []
     assert "by hand" in str(raised.value)
 
 
@@ -154,3 +162,32 @@ def test_cache_folder_follows_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("CODEFORMER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == Path(tmp_path / "xdg" / "codeformer")
+
+
+def _locate_in_subprocess(url: str, folder: str, queue) -> None:
+    queue.put(str(locate_weights(model_dirs=[folder], cache_dir=folder, model=model_at(url), progress=False)))
+
+
+def test_two_processes_download_once(server, tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.delenv("CODEFORMER_WEIGHTS", raising=False)
+    _Handler.requests.clear()
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_locate_in_subprocess, args=(f"{server}/slow.pth", str(tmp_path), queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert {queue.get(timeout=5), queue.get(timeout=5)} == {str(tmp_path / "codeformer.pth")}
+    assert _Handler.requests == ["/slow.pth"]
+    assert (tmp_path / "codeformer.pth").read_bytes() == PAYLOAD
+
+
+def test_a_crashed_download_is_cleaned_up_by_the_next(server, tmp_path):
+    stale = tmp_path / ".codeformer.pth.k3j2.part"
+    stale.write_bytes(PAYLOAD[:1000])  # what a killed process leaves
+    download_file(model_at(f"{server}/good.pth"), tmp_path, progress=False)
+    assert leftovers(tmp_path) == ["codeformer.pth"]
