@@ -28,8 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import options as option_specs
 
-# Decoded images above this many pixels are refused (about 1.5 GB as RGBA float; a 16k x 16k photo is 268 M).
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = option_specs.DEFAULT_MAX_PIXELS
 
 
 class RestoreRequest(BaseModel):

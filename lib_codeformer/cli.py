@@ -82,11 +82,11 @@ def _restore(args: argparse.Namespace) -> int:
         ThreadPoolExecutor(max_workers=args.jobs) as pool,
         tqdm(total=len(work), unit="image", disable=args.quiet, file=sys.stderr) as bar,
     ):
-        reads = [pool.submit(read_image, source) for source, _ in work[: args.jobs]]
+        reads = [pool.submit(read_image, source, args.max_pixels) for source, _ in work[: args.jobs]]
         writes = []
         for index, (source, target) in enumerate(work):
             if index + args.jobs < len(work):
-                reads.append(pool.submit(read_image, work[index + args.jobs][0]))
+                reads.append(pool.submit(read_image, work[index + args.jobs][0], args.max_pixels))
             try:
                 loaded = reads[index].result()
                 result = restorer.restore(loaded.pixels, **options)
@@ -134,7 +134,7 @@ def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argp
 
 def _add_restore_parser(commands) -> None:
     from .inference import PRECISIONS
-    from .options import DETECTORS, FACE_SELECTIONS, MASKS
+    from .options import DEFAULT_MAX_PIXELS, DETECTORS, FACE_SELECTIONS, MASKS
 
     restore = commands.add_parser(
         "restore",
@@ -163,6 +163,9 @@ def _add_restore_parser(commands) -> None:
     restore.add_argument("--aligned", action="store_true", help="inputs are aligned 512 x 512 faces")
     restore.add_argument("--batch-size", type=int, default=None, help="faces per network call (default by device)")
     restore.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision (default fp32)")
+    restore.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})"
+    )
     restore.add_argument("--jobs", "-j", type=int, default=2, help="threads reading and writing files beside the network")
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     restore.set_defaults(run=_restore)

@@ -47,9 +47,13 @@ def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool) -> Iterator
             yield path, Path(path.name)
 
 
-def read_image(path: Path) -> LoadedImage:
+def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
+    """Decode an image file; the pixel limit is checked from the header, before decoding."""
     try:
         with Image.open(path) as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageFileError(f"{path}: {width} x {height} pixels is over the limit of {max_pixels} (--max-pixels)")
             image_format = opened.format or ""
             metadata = _metadata(opened)
             if image_format in _OPENCV_FORMATS:
@@ -57,7 +61,9 @@ def read_image(path: Path) -> LoadedImage:
             else:
                 upright = ImageOps.exif_transpose(opened)
                 pixels = _pillow_pixels(upright)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+    except ImageFileError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as error:
         raise ImageFileError(f"{path}: not a readable image ({error})") from None
     return LoadedImage(pixels, image_format, metadata)
 

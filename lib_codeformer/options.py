@@ -12,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Images above this many pixels are refused by the API, the Extras step and the command line
+# (decoded as RGBA 8-bit that is 400 MB; the pipeline keeps one copy plus per-face buffers,
+# comfortably inside a 24 GB machine; a 16k x 6k panorama still fits).
+DEFAULT_MAX_PIXELS = 100_000_000
+
 DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25", "yunet")
 FACE_SELECTIONS = ("all", "largest", "center")
 MASKS = ("box", "parsing")

@@ -147,6 +147,11 @@ class ExtensionRuntime:
         """Restore an RGB(A) uint8 image; never raises: on error the image comes back unchanged."""
         settings = self.settings()
         chosen = option_specs.normalise({**{k: settings[k] for k in option_specs.BY_KEY}, **(values or {})})
+        limit = int(settings.get("max_pixels") or option_specs.DEFAULT_MAX_PIXELS)
+        height, width = image.shape[:2]
+        if height * width > limit:
+            message = f"the image is {width} x {height} pixels, over the limit of {limit} (setting 'codeformer_max_pixels')"
+            return Outcome(image, error=message, values=chosen)
         try:
             with self._lock:
                 restorer = self.restorer()

@@ -50,6 +50,7 @@ def _settings() -> dict:
     values["device"] = _opt("codeformer_device", "auto")
     values["weights_path"] = _opt("codeformer_weights_path", "")
     values["unload"] = bool(_opt("codeformer_unload", False) or _opt("face_restoration_unload", False))
+    values["max_pixels"] = _opt("codeformer_max_pixels", codeformer_options.DEFAULT_MAX_PIXELS)
     return values
 
 
@@ -271,6 +272,13 @@ def on_ui_settings() -> None:
     )
     add("codeformer_unload", False, "Move the CodeFormer model to the CPU after use (frees VRAM, slower next time)")
     add("codeformer_weights_path", "", "CodeFormer weights file (empty: models/Codeformer, else downloaded)")
+    add(
+        "codeformer_max_pixels",
+        codeformer_options.DEFAULT_MAX_PIXELS,
+        "Largest image CodeFormer takes, in pixels (API, Extras, Restore faces)",
+        gr.Number,
+        {"precision": 0},
+    )
 
 
 def _setting_component(spec):

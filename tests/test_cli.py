@@ -190,3 +190,10 @@ def test_never_writes_outside_the_output_folder(tmp_path, astronaut, small_weigh
 def test_module_entry_point(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "lib_codeformer", "--help"], capture_output=True, text=True, check=False)
     assert completed.returncode == 0 and "restore" in completed.stdout and "convert" in completed.stdout
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, small_weights_file, capsys):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 144 megapixels in a few kilobytes
+    assert run(str(bomb), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file)) == 1
+    assert "12000 x 12000 pixels is over the limit" in capsys.readouterr().err

@@ -441,3 +441,11 @@ def test_api_auth_parsing():
 
     assert parse_api_auth("a:b,c:d:e, f:") == {"a": "b", "c": "d:e", "f": ""}
     assert parse_api_auth(None) == {} and parse_api_auth("nocolon") == {}
+
+
+def test_extras_refuses_images_over_the_pixel_limit(a1111, astronaut):
+    a1111.shared.opts.data["codeformer_max_pixels"] = 100 * 100
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    a1111.postprocessing_classes[0]().process(pp, enable=True)
+    assert np.array_equal(np.asarray(pp.image), astronaut)
+    assert "over the limit of 10000" in pp.info["CodeFormer"]
