@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.detection import YuNetDetector, detect_faces  # noqa: E402
-from lib_codeformer.synthetic import synthetic_state_dict  # noqa: E402
+from lib_codeformer.synthetic import random_weights_like, synthetic_state_dict  # noqa: E402
 
 FIDELITY = 0.5
 
@@ -50,19 +50,6 @@ def test_images() -> dict[str, np.ndarray]:
     }
 
 
-def random_weights(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.state_dict().items():
-        if value.is_floating_point():
-            state[key] = torch.randn(value.shape, generator=generator) * 0.05
-            if key.endswith("running_var"):
-                state[key] = state[key].abs() + 1
-        else:
-            state[key] = value
-    return state
-
-
 class Automatic1111Path:
     """What AUTOMATIC1111 1.10's CodeFormer restorer does for one image (modules/face_restoration_utils.py)."""
 
@@ -74,10 +61,12 @@ class Automatic1111Path:
         from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
         torch.save(
-            random_weights(RetinaFace(network_name="resnet50", half=False, device="cpu"), 1),
+            random_weights_like(RetinaFace(network_name="resnet50", half=False, device="cpu"), 1),
             helper_weights / "detection_Resnet50_Final.pth",
         )
-        torch.save(random_weights(ParseNet(in_size=512, out_size=512, parsing_ch=19), 2), helper_weights / "parsing_parsenet.pth")
+        torch.save(
+            random_weights_like(ParseNet(in_size=512, out_size=512, parsing_ch=19), 2), helper_weights / "parsing_parsenet.pth"
+        )
         spandrel_extra_arches.install()
         self.net = spandrel.ModelLoader().load_from_state_dict({"params_ema": state_dict}).model.eval()
         self.helper = FaceRestoreHelper(

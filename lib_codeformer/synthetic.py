@@ -96,3 +96,21 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     for tensor in state_dict.values():
         digest.update(tensor.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4", copy=False).tobytes())
     return digest.hexdigest()
+
+
+def random_weights_like(module: torch.nn.Module, seed: int, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    """Small random values of the right names and shapes for any network (the detector and parser in tests).
+
+    Running variances are made positive so batch norms stay finite; integer
+    buffers are kept.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        if value.is_floating_point():
+            state[key] = torch.randn(value.shape, generator=generator) * scale
+            if key.endswith("running_var"):
+                state[key] = state[key].abs() + 1
+        else:
+            state[key] = value
+    return state

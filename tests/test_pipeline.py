@@ -15,6 +15,7 @@ from conftest import IdentityNetwork
 from lib_codeformer import FaceRestorer, detection
 from lib_codeformer.geometry import face_box, invert_affine
 from lib_codeformer.pipeline import _Pixels, is_grayscale
+from lib_codeformer.synthetic import random_weights_like
 
 ASTRONAUT_FACE = (178, 63, 267, 175)  # YuNet's box, x0 y0 x1 y1
 
@@ -238,23 +239,10 @@ def test_invalid_options_are_rejected_with_the_reason(small_restorer, astronaut)
         small_restorer.restore(astronaut.astype(np.float32))
 
 
-def _random_state_dict(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in module.state_dict().items():
-        if value.is_floating_point():
-            state[key] = torch.randn(value.shape, generator=generator) * 0.05
-            if key.endswith("running_var"):
-                state[key] = state[key].abs() + 1
-        else:
-            state[key] = value
-    return state
-
-
 def test_parsing_mask_with_parsenet(small_model, astronaut, tmp_path):
     from facexlib.parsing.parsenet import ParseNet
 
-    torch.save(_random_state_dict(ParseNet(in_size=512, out_size=512, parsing_ch=19), 1), tmp_path / "parsing_parsenet.pth")
+    torch.save(random_weights_like(ParseNet(in_size=512, out_size=512, parsing_ch=19), 1), tmp_path / "parsing_parsenet.pth")
     restorer = FaceRestorer(small_model, detector="yunet", device="cpu", detector_model_dirs=[tmp_path], download=False)
     parsed = restorer.restore(astronaut, mask="parsing")
     boxed = restorer.restore(astronaut, mask="box")
@@ -268,7 +256,7 @@ def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
     from facexlib.detection.retinaface import RetinaFace
 
     weights = tmp_path / "detection_Resnet50_Final.pth"
-    state = _random_state_dict(RetinaFace(network_name="resnet50", half=False, device="cpu"), 2)
+    state = random_weights_like(RetinaFace(network_name="resnet50", half=False, device="cpu"), 2)
     torch.save({f"module.{k}": v for k, v in state.items()}, weights)
     detector = detection.create_detector("retinaface_resnet50", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
     assert detector.name == "retinaface_resnet50"

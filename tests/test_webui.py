@@ -13,6 +13,21 @@ from PIL import Image
 
 from lib_codeformer import webui as codeformer_webui
 
+# The Extras step's controls, in the order the host passes them.
+EXTRAS_CONTROLS = (
+    "enable",
+    "fidelity",
+    "visibility",
+    "detector",
+    "confidence",
+    "faces",
+    "max_faces",
+    "min_face_size",
+    "blend",
+    "mask",
+    "color_correction",
+)
+
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory, small_weights):
@@ -119,21 +134,7 @@ def test_extras_step_called_by_the_api_with_every_control_none(host, astronaut):
     pp = PostprocessedImage(Image.fromarray(astronaut))
     script.process(
         pp,
-        **dict.fromkeys(
-            [
-                "enable",
-                "fidelity",
-                "visibility",
-                "detector",
-                "confidence",
-                "faces",
-                "max_faces",
-                "min_face_size",
-                "blend",
-                "mask",
-                "color_correction",
-            ]
-        ),
+        **dict.fromkeys(EXTRAS_CONTROLS),
     )
     assert np.array_equal(np.asarray(pp.image), astronaut) and pp.info == {}
     enabled_only = PostprocessedImage(Image.fromarray(astronaut))
@@ -292,19 +293,7 @@ def test_extras_ui_builds_with_this_gradio(host):
 
     with gr.Blocks():
         controls = host.postprocessing_classes[0]().ui()
-    assert list(controls) == [
-        "enable",
-        "fidelity",
-        "visibility",
-        "detector",
-        "confidence",
-        "faces",
-        "max_faces",
-        "min_face_size",
-        "blend",
-        "mask",
-        "color_correction",
-    ]
+    assert list(controls) == list(EXTRAS_CONTROLS)
     assert controls["fidelity"].label == "Fidelity w (0 = best quality, 1 = most faithful)"
     assert controls["detector"].value == "retinaface_resnet50"
     assert all(c.elem_id.startswith("codeformer_ext_extras_") for key, c in controls.items() if key != "enable")
