@@ -154,7 +154,9 @@ class FakeHost:
             on_ui_settings=lambda fn, **_: self.callbacks["ui_settings"].append(fn),
             on_app_started=lambda fn, **_: self.callbacks["app_started"].append(fn),
         )
-        module("modules.devices", device="cpu", device_codeformer="cpu", torch_gc=lambda: None, cpu="cpu")
+        devices = module("modules.devices", device="cpu", torch_gc=lambda: None, cpu="cpu")
+        if self.variant != "sdnext":  # SD.Next has devices.device and devices.dtype only
+            devices.device_codeformer = "cpu"
         module("modules.paths", models_path=str(self.models_path), script_path=str(self.models_path.parent))
         module("modules.call_queue", queue_lock=threading.Lock())
         if self.variant != "sdnext":

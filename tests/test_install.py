@@ -49,6 +49,7 @@ def test_installs_only_what_is_missing_with_the_host_pinned(host):
     assert len(host.pip_calls) == 1
     command = host.pip_calls[0]
     assert '"yuface>=2023.5"' in command and "facexlib" not in command and "safetensors" not in command
+    assert "opencv" not in command and "onnxruntime" not in command  # SD.Next's run_pip refuses those
     pins = host.constraints[0].split()
     assert f"numpy=={install_plan.installed_version('numpy')}" in pins
     assert f"torch=={install_plan.installed_version('torch')}" in pins

@@ -438,3 +438,35 @@ def test_extras_refuses_images_over_the_pixel_limit(a1111, astronaut):
     a1111.postprocessing_classes[0]().process(pp, enable=True)
     assert np.array_equal(np.asarray(pp.image), astronaut)
     assert "over the limit of 10000" in pp.info["CodeFormer"]
+
+
+def test_sdnext_device_comes_from_devices_device(tmp_path, weights_file, monkeypatch):
+    host = make_host("sdnext", tmp_path, weights_file, monkeypatch)
+    host.modules["modules.devices"].device = "cuda:1"
+    assert not hasattr(host.modules["modules.devices"], "device_codeformer")
+    assert host.script._host_device() == "cuda:1"
+    host.uninstall()
+
+
+def test_gpu_use_frees_memory_first_and_unloads_after():
+    import types
+
+    import torch
+
+    calls = []
+    services = codeformer_webui.HostServices(
+        settings=dict,
+        device=lambda: "cuda",
+        prepare_memory=lambda: calls.append("prepare"),
+        release_memory=lambda: calls.append("release"),
+    )
+    runtime = codeformer_webui.ExtensionRuntime(services)
+    network = torch.nn.Linear(1, 1)
+    restorer = types.SimpleNamespace(device=torch.device("cuda"), _network=None)
+    runtime._prepare(restorer)
+    assert calls == ["prepare"]
+    restorer._network = network
+    runtime._after_use(restorer, {"unload": True})
+    assert calls == ["prepare", "release"] and next(network.parameters()).device.type == "cpu"
+    runtime._after_use(restorer, {"unload": False})
+    assert calls == ["prepare", "release"]
