@@ -16,7 +16,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,12 +198,6 @@ class ExtensionRuntime:
             logger.error("CodeFormer: %s", message, exc_info=not isinstance(error, expected))
         return message
 
-    def unload(self) -> None:
-        with self._lock:
-            if self._restorer is not None:
-                self._restorer.unload()
-            self._restorer = None
-
 
 _RUNTIME: ExtensionRuntime | None = None
 
@@ -254,8 +247,3 @@ def infotext_fields(controls: dict[str, Any]) -> list[tuple[Any, Any]]:
 def settings_keys() -> dict[str, str]:
     """Option key -> WebUI setting name."""
     return {spec.key: SETTINGS_PREFIX + spec.key for spec in option_specs.OPTIONS}
-
-
-def weights_folder_hint(model_dirs: Sequence[str]) -> str:
-    folder = Path(model_dirs[0]) if model_dirs else Path("models") / "Codeformer"
-    return str(folder / "codeformer.pth")

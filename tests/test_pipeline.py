@@ -323,3 +323,12 @@ def test_given_landmarks_skip_detection_and_give_the_same_result(small_model, as
     assert detected.timings["network"] > 0 and detected.timings["detect"] > 0
     with pytest.raises(ValueError, match=r"\(5, 2\)"):
         fresh.restore(astronaut, landmarks=[np.zeros((4, 2))])
+
+
+def test_models_load_once_and_again_after_unload(small_weights, astronaut):
+    restorer = FaceRestorer(small_weights, detector="yunet", device="cpu")
+    assert restorer.network is restorer.network  # loaded once, reused
+    first = restorer.network
+    restorer.unload()
+    assert restorer._network is None and restorer._detectors == {}
+    assert restorer.network is not first and restorer.restore(astronaut).restored_count == 1
