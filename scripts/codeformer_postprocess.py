@@ -185,9 +185,17 @@ class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
     def ui(self):
         return codeformer_ui.extras_controls(gr, _input_accordion())
 
+    def process_firstpass(self, pp, **values):
+        runtime.take_last()  # forget restorations made elsewhere; only this image's count below
+
     def process(self, pp, **values):
         """Called by the host for each image; API callers leave controls as None, which means disabled."""
         if not values.get("enable"):
+            # The built-in CodeFormer step (order 3000, taken over) may have just run: say what it did,
+            # and say so when it did nothing (the built-in's own info claims a restoration regardless).
+            outcome = runtime.take_last()
+            if outcome is not None:
+                pp.info.update(outcome.infotext())
             return
         image = _extras_image(pp.image)
         mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB"

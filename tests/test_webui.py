@@ -470,3 +470,20 @@ def test_gpu_use_frees_memory_first_and_unloads_after():
     assert calls == ["prepare", "release"] and next(network.parameters()).device.type == "cpu"
     runtime._after_use(restorer, {"unload": False})
     assert calls == ["prepare", "release"]
+
+
+@pytest.mark.parametrize("variant", ["a1111", "forge"])
+def test_builtin_extras_step_gets_our_info(variant, tmp_path, weights_file, monkeypatch, astronaut):
+    """The built-in Extras CodeFormer (taken over) runs just before our step; our step reports what it did."""
+    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+    ours_step = host.postprocessing_classes[0]()
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    ours_step.process_firstpass(pp)
+    host.modules["modules.codeformer_model"].codeformer.restore(astronaut, w=0.3)  # the built-in step's call
+    ours_step.process(pp, **dict.fromkeys(EXTRAS_CONTROLS))
+    assert pp.info["CodeFormer restored"] == "1/1" and pp.info["CodeFormer fidelity"] == 0.3
+    later = PostprocessedImage(Image.fromarray(astronaut))
+    ours_step.process_firstpass(later)
+    ours_step.process(later, **dict.fromkeys(EXTRAS_CONTROLS))
+    assert later.info == {}  # nothing ran for this image: nothing reported
+    host.uninstall()
