@@ -221,7 +221,13 @@ class FaceParser:
     NOT_FACE = (0, 14, 16, 17, 18)
 
     def __init__(self, weights: Path, device: torch.device) -> None:
-        from facexlib.parsing.parsenet import ParseNet
+        try:
+            from facexlib.parsing.parsenet import ParseNet
+        except ImportError:
+            raise MissingDependency(
+                "the parsing mask needs the 'facexlib' package, which is not installed: "
+                "pip install facexlib (or use the box mask)"
+            ) from None
 
         model = ParseNet(in_size=512, out_size=512, parsing_ch=19)
         try:

@@ -332,3 +332,13 @@ def test_models_load_once_and_again_after_unload(small_weights, astronaut):
     restorer.unload()
     assert restorer._network is None and restorer._detectors == {}
     assert restorer.network is not first and restorer.restore(astronaut).restored_count == 1
+
+
+def test_parsing_mask_without_facexlib_says_what_to_install(small_model, astronaut, tmp_path, monkeypatch):
+    from lib_codeformer.detection import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "facexlib.parsing.parsenet", None)
+    (tmp_path / "parsing_parsenet.pth").write_bytes(b"unused")
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu", detector_model_dirs=[tmp_path], download=False)
+    with pytest.raises(MissingDependency, match="pip install facexlib"):
+        restorer.restore(astronaut, mask="parsing")
