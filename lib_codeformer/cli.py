@@ -90,14 +90,10 @@ def _restore(args: argparse.Namespace) -> int:
             try:
                 loaded = reads[index].result()
                 result = restorer.restore(loaded.pixels, **options)
-            except ImageFileError as error:
-                failed(str(error))
-                bar.update()
-                continue
             except WeightsError:
                 raise
             except Exception as error:  # one bad image must not end the batch
-                failed(f"{source}: {error}")
+                failed(str(error) if isinstance(error, ImageFileError) else f"{source}: {error}")
                 bar.update()
                 continue
             reads[index] = None  # let the decoded input go

@@ -71,11 +71,6 @@ class Detection:
     score: float  # 0..1
     landmarks: np.ndarray  # (5, 2)
 
-    @property
-    def size(self) -> float:
-        """The longer side of the box, in pixels."""
-        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
-
     def scaled(self, factor: float) -> Detection:
         return Detection(tuple(v * factor for v in self.box), self.score, self.landmarks * factor)
 

@@ -164,14 +164,23 @@ def _download_locked(model: ModelFile, target_dir: Path, target: Path, progress:
                 f"Downloaded {model.url} but its sha256 is {digest}, not the published {model.sha256}: "
                 f"the file was damaged or replaced, and was deleted. {_manual_hint(model, target_dir)}"
             )
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(partial, 0o666 & ~mask)  # mkstemp makes it private; the model folder may be shared
-        os.replace(partial, target)
+        move_into_place(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     return target
+
+
+def move_into_place(temporary: Path, target: Path) -> None:
+    """Rename a finished temporary file onto ``target``, with the permissions a new file would get.
+
+    ``mkstemp`` makes files private to their owner; model folders and output
+    folders are often shared.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(temporary, 0o666 & ~mask)
+    os.replace(temporary, target)
 
 
 def _fetch(model: ModelFile, out, target_dir: Path, progress: bool, timeout: float) -> tuple[str, int]:

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
+from .download import move_into_place
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _OPENCV_FORMATS = {"PNG", "TIFF"}
 
@@ -111,17 +113,10 @@ def write_image(path: Path, pixels: np.ndarray, like: LoadedImage) -> None:
             _write_with_opencv(Path(temporary), pixels, path.suffix)
         else:
             _write_with_pillow(Path(temporary), pixels, like)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        move_into_place(Path(temporary), path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_with_opencv(path: Path, pixels: np.ndarray, suffix: str) -> None:

@@ -97,6 +97,11 @@ class FaceResult:
     restored: bool = False
     reason: str | None = None  # why it was not restored (filtered out, or the error)
 
+    @property
+    def size(self) -> float:
+        """The longer side of the box, in pixels (what the face size limits compare)."""
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
 
 @dataclass
 class RestoreResult:
@@ -407,19 +412,16 @@ def _is_setup_error(error: Exception) -> bool:
 
 
 def _choose(faces: list[FaceResult], settings: RestoreOptions, shape: tuple[int, int]) -> list[int]:
-    def size(face: FaceResult) -> float:
-        return max(face.box[2] - face.box[0], face.box[3] - face.box[1])
-
     candidates = []
     for index, face in enumerate(faces):
-        if size(face) < settings.min_face_size:
-            face.reason = f"smaller than min_face_size ({size(face):.0f} < {settings.min_face_size} px)"
-        elif settings.max_face_size is not None and size(face) > settings.max_face_size:
-            face.reason = f"larger than max_face_size ({size(face):.0f} > {settings.max_face_size} px)"
+        if face.size < settings.min_face_size:
+            face.reason = f"smaller than min_face_size ({face.size:.0f} < {settings.min_face_size} px)"
+        elif settings.max_face_size is not None and face.size > settings.max_face_size:
+            face.reason = f"larger than max_face_size ({face.size:.0f} > {settings.max_face_size} px)"
         else:
             candidates.append(index)
     if settings.faces == "largest":
-        candidates = sorted(candidates, key=lambda i: -size(faces[i]))[:1]
+        candidates = sorted(candidates, key=lambda i: -faces[i].size)[:1]
     elif settings.faces == "center":
         centre = np.array([shape[1] / 2, shape[0] / 2])
 
@@ -429,7 +431,7 @@ def _choose(faces: list[FaceResult], settings: RestoreOptions, shape: tuple[int,
 
         candidates = sorted(candidates, key=distance)[:1]
     if settings.max_faces is not None:
-        candidates = sorted(candidates, key=lambda i: -size(faces[i]))[: settings.max_faces]
+        candidates = sorted(candidates, key=lambda i: -faces[i].size)[: settings.max_faces]
     chosen = set(candidates)
     for index, face in enumerate(faces):
         if index not in chosen and face.reason is None:

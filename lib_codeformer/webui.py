@@ -113,11 +113,11 @@ class ExtensionRuntime:
         restore_values = option_specs.normalise({k: v for k, v in values.items() if k in option_specs.BY_KEY})
         return {**values, **restore_values}
 
-    def restorer(self):
+    def restorer(self, settings: dict[str, Any] | None = None):
         """The shared FaceRestorer, rebuilt only when the device or weights setting changes."""
         from .pipeline import FaceRestorer
 
-        settings = self.settings()
+        settings = self.settings() if settings is None else settings
         device = settings.get("device") or "auto"
         if device == "auto":
             device = self.services.device()
@@ -153,7 +153,7 @@ class ExtensionRuntime:
             return Outcome(image, error=message, values=chosen)
         try:
             with self._lock:
-                restorer = self.restorer()
+                restorer = self.restorer(settings)
                 self._prepare(restorer)
                 try:
                     result = restorer.restore(

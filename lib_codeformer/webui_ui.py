@@ -30,19 +30,26 @@ EXTRAS_KEYS = (
 )
 
 
-def control(gr, spec: option_specs.OptionSpec, tab: str, value: Any = None) -> Any:
-    """One gradio component for an option; ``value`` overrides the default."""
-    value = spec.default if value is None else value
-    common = {"label": spec.label, "elem_id": f"{ELEMENT_PREFIX}{tab}_{spec.key}", "info": spec.help}
+def component_of(gr, spec: option_specs.OptionSpec) -> tuple[type, dict[str, Any]]:
+    """The gradio component class for an option and its range/choice arguments (controls and settings share it).
+
+    A nullable slider starts at 0, which stands for "automatic"; number boxes hold integers.
+    """
     if spec.kind == "slider":
-        minimum = 0.0 if spec.nullable else spec.minimum
-        label = f"{spec.label} (0 = detector default)" if spec.nullable else spec.label
-        return gr.Slider(minimum=minimum, maximum=spec.maximum, step=spec.step, value=value or 0.0, **{**common, "label": label})
+        return gr.Slider, {"minimum": 0.0 if spec.nullable else spec.minimum, "maximum": spec.maximum, "step": spec.step}
     if spec.kind == "dropdown":
-        return gr.Dropdown(choices=list(spec.choices), value=value, **common)
+        return gr.Dropdown, {"choices": list(spec.choices)}
     if spec.kind == "checkbox":
-        return gr.Checkbox(value=bool(value), **common)
-    return gr.Number(value=value or 0, precision=0, minimum=spec.minimum, maximum=spec.maximum, **common)
+        return gr.Checkbox, {}
+    return gr.Number, {"precision": 0, "minimum": spec.minimum, "maximum": spec.maximum}
+
+
+def control(gr, spec: option_specs.OptionSpec, tab: str) -> Any:
+    """One gradio component for an option, showing its default."""
+    component, arguments = component_of(gr, spec)
+    label = f"{spec.label} (0 = detector default)" if spec.kind == "slider" and spec.nullable else spec.label
+    value = bool(spec.default) if spec.kind == "checkbox" else (spec.default if spec.default is not None else 0)
+    return component(value=value, label=label, elem_id=f"{ELEMENT_PREFIX}{tab}_{spec.key}", info=spec.help, **arguments)
 
 
 # The per-generation panel in txt2img/img2img: the main options, in this order (the API's args order too).

@@ -269,8 +269,8 @@ def on_ui_settings() -> None:
         label = f"Restore faces default: {spec.label}"
         if spec.key == "fidelity":
             label += " (where the WebUI has its own 'CodeFormer weight' setting, that one is used)"
-        component, args = _setting_component(spec)
-        add(SETTING[spec.key], default, label, component, args)
+        component, args = codeformer_ui.component_of(gr, spec)
+        add(SETTING[spec.key], default, label, component, args or None)
     add(
         "codeformer_device",
         "auto",
@@ -287,16 +287,6 @@ def on_ui_settings() -> None:
         gr.Number,
         {"precision": 0},
     )
-
-
-def _setting_component(spec):
-    if spec.kind == "slider":
-        return gr.Slider, {"minimum": 0.0 if spec.nullable else spec.minimum, "maximum": spec.maximum, "step": spec.step}
-    if spec.kind == "dropdown":
-        return gr.Dropdown, {"choices": list(spec.choices)}
-    if spec.kind == "checkbox":
-        return gr.Checkbox, None
-    return gr.Number, {"precision": 0}
 
 
 def on_app_started(demo, app) -> None:
