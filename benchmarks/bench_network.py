@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib_codeformer import load_codeformer  # noqa: E402
+from lib_codeformer import fastconv, load_codeformer  # noqa: E402
 from lib_codeformer.synthetic import synthetic_state_dict  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
@@ -112,16 +112,22 @@ def bench(args: argparse.Namespace) -> None:
     state_dict = synthetic_state_dict(1234)
     ours = load_codeformer(state_dict, device=device)
     reference = load_reference(state_dict, device)
-    modes = {"fp32": torch.float32}
+    # (name, dtype, fast convolutions on): on the CPU, fp32 runs twice, with the Winograd
+    # kernels (the default wherever they build) and with PyTorch's convolutions.
+    modes = [("fp32", torch.float32, True)]
+    if device.type == "cpu" and fastconv.available():
+        modes = [("fp32 Winograd", torch.float32, True), ("fp32 PyTorch conv", torch.float32, False)]
     if args.low_precision or device.type == "cuda":
-        modes.update({"bf16": torch.bfloat16} if device.type == "cpu" else {"fp16": torch.float16, "bf16": torch.bfloat16})
+        low = [("bf16", torch.bfloat16)] if device.type == "cpu" else [("fp16", torch.float16), ("bf16", torch.bfloat16)]
+        modes += [(name, dtype, True) for name, dtype in low]
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
     print("\n| mode | batch | ours ms/face | reference ms/face | ours/reference | meets golden tolerances |")
     print("|---|---|---|---|---|---|")
-    for name, dtype in modes.items():
+    for name, dtype, fast in modes:
+        fastconv.set_enabled(fast)
         accuracy = meets_golden(ours, device, dtype)
         for batch in args.batch_sizes:
             x = golden_input().repeat(batch, 1, 1, 1).to(device)
@@ -154,11 +160,14 @@ def bench(args: argparse.Namespace) -> None:
 
     x = golden_input().to(device)
     with torch.inference_mode():
-        ours_peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)
+        for name, _, fast in modes[: 2 if device.type == "cpu" else 1]:
+            fastconv.set_enabled(fast)
+            peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)
+            if peak is not None:
+                print(f"\npeak memory per face (batch 1, {name}): ours {peak:.0f} MiB", end="")
         reference_peak = peak_memory(lambda: reference(x), device) if reference else None
-    if ours_peak is not None:
-        reference_text = f", reference {reference_peak:.0f} MiB" if reference_peak is not None else ""
-        print(f"\npeak memory per face (batch 1, fp32): ours {ours_peak:.0f} MiB{reference_text}")
+    if reference_peak is not None:
+        print(f"\npeak memory per face (batch 1, fp32): reference {reference_peak:.0f} MiB")
 
 
 def main() -> None:

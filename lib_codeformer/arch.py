@@ -43,20 +43,26 @@ class Conv3x3(nn.Conv2d):
 
     On the CPU in float32 (see ``fastconv``) the product is computed with 4x
     fewer multiplications, equal to the direct convolution within float
-    rounding; everywhere else this is the plain ``nn.Conv2d``. ``residual``,
-    when given, is added to the output (fused into the fast path's final
-    write). The transformed weights are cached and recomputed whenever the
-    weights change.
+    rounding; everywhere else this is the plain ``nn.Conv2d``. The steps
+    around a convolution in this network can be folded into it:
+    ``norm`` (a GroupNorm followed by SiLU on the input), ``upsample`` (2x
+    nearest-neighbour upsampling of the input) and ``residual`` (added to
+    the output). The transformed weights are cached and recomputed whenever
+    the weights change.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1)
         self._transformed: tuple[tuple[int, int], Tensor] | None = None
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if fastconv.supports(x, self.weight):
-            return fastconv.conv3x3(x, self._transformed_weight(), self.bias, residual)
-        out = super().forward(x)
+    def forward(
+        self, x: Tensor, residual: Tensor | None = None, *, norm: nn.GroupNorm | None = None, upsample: bool = False
+    ) -> Tensor:
+        if fastconv.supports(x, self.weight, upsample=upsample):
+            return fastconv.conv3x3(x, self._transformed_weight(), self.bias, residual, norm=norm, upsample=upsample)
+        if norm is not None:
+            x = F.silu(norm(x), inplace=True)
+        out = upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x)
         return out if residual is None else out.add_(residual)
 
     def _transformed_weight(self) -> Tensor:
@@ -82,9 +88,9 @@ class ResnetBlock(nn.Module):
         self.conv_out = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv1(x, norm=self.norm1)
         shortcut = x if self.conv_out is None else self.conv_out(x)
-        return self.conv2(F.silu(self.norm2(h), inplace=True), residual=shortcut)
+        return self.conv2(h, shortcut, norm=self.norm2)
 
 
 class SpatialSelfAttention(nn.Module):
@@ -129,12 +135,12 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv3x3(channels, channels)
         self.subpixel = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.subpixel:
-            return upsample2x_conv3x3(x, self.conv.weight, self.conv.bias)
+            return self.conv(x, upsample=True)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 

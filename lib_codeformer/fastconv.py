@@ -36,16 +36,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "winograd.c"
 ENV_SWITCH = "CODEFORMER_FAST_CONV"
-# Below this many pixels per image a 3x3 convolution's weights outweigh its
-# pixels and the transformed weights (4x larger) make Winograd slower (measured:
-# 16 x 16 x 512 channels is 1.3-1.7x slower, 32 x 32 x 256 is 1.2-1.7x faster).
-MIN_PIXELS = 32 * 32
+# Below this many output pixels per image a layer's transformed weights (4x the
+# weights, read from memory on every call) outweigh its pixels: on the development
+# machine, also using it from 32 x 32 up was no faster over the whole network
+# (1.64-1.71 s either way) but kept 407 MiB of transformed weights instead of 87 MiB.
+MIN_PIXELS = 128 * 128
 # Winograd F(4x4, 3x3) filter transform G (6 x 3).
 _G = (
     (1 / 4, 0.0, 0.0),
@@ -61,13 +62,17 @@ _state: dict[str, object] = {"enabled": os.environ.get(ENV_SWITCH, "1") != "0"}
 
 
 class _Kernel:
-    """The loaded library and the output-channel multiple it requires."""
+    """The loaded library's two entry points and the output-channel multiple it requires."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        pointer, integer, long = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
         self.conv = library.winograd_conv3x3
-        self.conv.argtypes = [pointer, integer, integer, integer, integer, pointer, integer, pointer, pointer, pointer, integer]
+        self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
+        self.conv.argtypes += [pointer, pointer, pointer, integer]
         self.conv.restype = integer
+        self.moments = library.channel_moments
+        self.moments.argtypes = [pointer, integer, long, integer, pointer, integer]
+        self.moments.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
 
 
@@ -85,11 +90,12 @@ def available() -> bool:
     return is_enabled() and _kernel() is not None
 
 
-def supports(x: Tensor, weight: Tensor) -> bool:
+def supports(x: Tensor, weight: Tensor, *, upsample: bool = False) -> bool:
     """Whether ``conv2d(x, weight, padding=1)`` may run here: CPU float32, no autograd, sizes that pay."""
     if not is_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
-    if x.dim() != 4 or weight.shape[2:] != (3, 3) or x.shape[2] * x.shape[3] < MIN_PIXELS:
+    pixels = x.shape[-2] * x.shape[-1] * (4 if upsample else 1)
+    if x.dim() != 4 or weight.shape[2:] != (3, 3) or pixels < MIN_PIXELS:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
@@ -104,22 +110,53 @@ def transform_weight(weight: Tensor) -> Tensor:
     return transformed.reshape(36, weight.shape[1], weight.shape[0]).to(torch.float32).contiguous()
 
 
-def conv3x3(x: Tensor, transformed: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
-    """``conv2d(x, weight, bias, padding=1) (+ residual)`` from ``transform_weight(weight)``.
+def conv3x3(
+    x: Tensor,
+    transformed: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None = None,
+    *,
+    norm: nn.GroupNorm | None = None,
+    upsample: bool = False,
+) -> Tensor:
+    """``conv2d(produce(x), weight, bias, padding=1) (+ residual)`` from ``transform_weight(weight)``.
 
-    The result is channels-last, like PyTorch's convolution of a
-    channels-last input. Call only where ``supports`` said yes.
+    ``produce`` is, in this order, ``silu(norm(x))`` when ``norm`` is given
+    and 2x nearest-neighbour upsampling when ``upsample``; both are computed
+    on the fly inside the convolution. The result is channels-last, like
+    PyTorch's convolution of a channels-last input. Call only where
+    ``supports`` said yes.
     """
     kernel = _kernel()
     assert kernel is not None, "conv3x3 called without checking supports()"
-    return _run(kernel, x, transformed, bias, residual)
+    return _run(kernel, x, transformed, bias, residual, norm, upsample)
 
 
-def _run(kernel: _Kernel, x: Tensor, transformed: Tensor, bias: Tensor | None, residual: Tensor | None) -> Tensor:
+def _run(
+    kernel: _Kernel,
+    x: Tensor,
+    transformed: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    norm: nn.GroupNorm | None,
+    upsample: bool,
+) -> Tensor:
     batch, in_channels, height, width = x.shape
+    if upsample:
+        height, width = 2 * height, 2 * width
     out_channels = transformed.shape[2]
+    # The C code trusts its pointers: every size it will read is checked here.
+    if transformed.shape != (36, in_channels, out_channels) or transformed.dtype != torch.float32:
+        raise ValueError(f"transformed weights {tuple(transformed.shape)} do not fit an input of {in_channels} channels")
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias {tuple(bias.shape)} does not fit {out_channels} output channels")
+    if residual is not None and (residual.shape != (batch, out_channels, height, width) or residual.dtype != torch.float32):
+        raise ValueError(f"residual {tuple(residual.shape)} does not match the output {(batch, out_channels, height, width)}")
+    if norm is not None and norm.num_channels != in_channels:
+        raise ValueError(f"GroupNorm over {norm.num_channels} channels given an input of {in_channels}")
     x = x.contiguous(memory_format=torch.channels_last)
-    bias = None if bias is None else bias.detach().contiguous()
+    scale, shift = _norm_affine(kernel, x, norm) if norm is not None else (None, None)
+    bias = None if bias is None else bias.detach().float().contiguous()
     if residual is not None:
         residual = residual.contiguous(memory_format=torch.channels_last)
     out = torch.empty((batch, height, width, out_channels), dtype=torch.float32)
@@ -129,16 +166,50 @@ def _run(kernel: _Kernel, x: Tensor, transformed: Tensor, bias: Tensor | None, r
         height,
         width,
         in_channels,
+        int(upsample),
+        _pointer(scale),
+        _pointer(shift),
         transformed.data_ptr(),
         out_channels,
-        None if bias is None else bias.data_ptr(),
-        None if residual is None else residual.data_ptr(),
+        _pointer(bias),
+        _pointer(residual),
         out.data_ptr(),
         torch.get_num_threads(),
     )
     if status != 0:
         raise MemoryError("the Winograd convolution could not allocate its working buffers")
     return out.permute(0, 3, 1, 2)
+
+
+def _pointer(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _norm_affine(kernel: _Kernel, x: Tensor, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+    """GroupNorm as a per-image, per-channel ``x * scale + shift`` (float32, (B, C) each).
+
+    Statistics as ``nn.GroupNorm`` takes them (biased variance over each
+    group's channels and pixels), accumulated in float64.
+    """
+    batch, channels, height, width = x.shape
+    moments = torch.empty((3, batch, channels), dtype=torch.float64)
+    if kernel.moments(x.data_ptr(), batch, height * width, channels, moments.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("the GroupNorm statistics could not allocate their working buffers")
+    shifted_sum, shifted_squares, shift = moments
+    pixels = height * width
+    # Per channel: mean, and squared deviations about it; then per group by Chan's combination.
+    channel_mean = shift + shifted_sum / pixels
+    channel_deviations = (shifted_squares - shifted_sum.square() / pixels).clamp_min(0.0)
+    per_group = (batch, norm.num_groups, channels // norm.num_groups)
+    group_mean = channel_mean.view(per_group).mean(-1, keepdim=True)
+    spread = pixels * (channel_mean.view(per_group) - group_mean).square()
+    variance = (channel_deviations.view(per_group) + spread).sum(-1, keepdim=True) / (pixels * per_group[2])
+    inverse_std = variance.add(norm.eps).rsqrt().expand(per_group).reshape(batch, channels)
+    mean = group_mean.expand(per_group).reshape(batch, channels)
+    weight = norm.weight.detach().double() if norm.affine else 1.0
+    bias = norm.bias.detach().double() if norm.affine else 0.0
+    scale = inverse_std * weight
+    return scale.float().contiguous(), (bias - mean * scale).float().contiguous()
 
 
 def _kernel() -> _Kernel | None:
@@ -178,42 +249,56 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
 
 
+# Tuned for the CPU it runs on first; plain optimisation where the compiler has no -march=native.
+_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+_COMMON_FLAGS = ["-shared", "-fPIC", "-pthread"]
+
+
 def _build() -> Path:
     from .download import default_cache_dir  # here: download imports weights, which imports the network
 
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     source = SOURCE.read_bytes()
-    flags = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread", "-DBLOCK_KIB=512"]
-    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_signature().encode()]))
+    recipe = [source, repr((_FLAG_SETS, _COMMON_FLAGS)).encode(), version.encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(recipe)).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
     folder = default_cache_dir() / "kernels"
-    target = folder / f"winograd-{key.hexdigest()[:16]}{suffix}"
+    target = folder / f"winograd-{key}{suffix}"
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    errors = []
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)], capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {result.stderr.strip()[-500:]}")
-        os.replace(built, target)
-    logger.info("Built the fast convolution kernel: %s", target)
-    return target
+        for flags in _FLAG_SETS:
+            command = [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(built)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            if result.returncode == 0:
+                os.replace(built, target)
+                logger.info("Built the fast convolution kernel: %s", target)
+                return target
+            errors.append(result.stderr.strip()[-500:])
+    raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {errors[-1]}")
 
 
 def _self_test(kernel: _Kernel) -> str:
-    """Compare with PyTorch on awkward sizes (partial tiles, batch 2, residual); '' when it agrees."""
+    """Compare with PyTorch on awkward sizes (partial tiles, batch 2, every fused step); '' when it agrees."""
     generator = torch.Generator().manual_seed(0)
-    channels, out_channels = 16, kernel.out_channel_multiple
-    x = torch.randn(2, channels, 33, 35, generator=generator)
+    channels, out_channels = 32, kernel.out_channel_multiple
+    x = torch.randn(2, channels, 17, 18, generator=generator) * 3 + 1
     weight = torch.randn(out_channels, channels, 3, 3, generator=generator) / 12
     bias = torch.randn(out_channels, generator=generator)
-    residual = torch.randn(2, out_channels, 33, 35, generator=generator)
+    residual = torch.randn(2, out_channels, 34, 36, generator=generator)
+    norm = nn.GroupNorm(8, channels, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=generator)
+        norm.bias.uniform_(-0.5, 0.5, generator=generator)
     try:
         with torch.inference_mode():
-            got = _run(kernel, x, transform_weight(weight), bias, residual)
-            expected = F.conv2d(x.double(), weight.double(), bias.double(), padding=1) + residual.double()
+            got = _run(kernel, x, transform_weight(weight), bias, residual, norm, True)
+            produced = F.interpolate(F.silu(norm(x.double())), scale_factor=2.0, mode="nearest")
+            expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
     except MemoryError as error:
         return str(error)
     difference = float((got.double() - expected).abs().max())

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import DATA
-from lib_codeformer import CodeFormer
+from lib_codeformer import CodeFormer, fastconv
 from lib_codeformer.kernels import upsample2x_conv3x3
 from lib_codeformer.synthetic import REFERENCE_SHA256, parameter_shapes, state_dict_sha256
 
@@ -28,13 +28,27 @@ def test_synthetic_weights_reproduce_the_reference_fingerprint(reference_weights
 
 @pytest.fixture(scope="module")
 def golden_runs(reference_model, face_input):
+    """Outputs at each w with the default convolutions (Winograd where it builds)."""
     with torch.inference_mode():
         return {w: reference_model(face_input, w=w, adain=True) for w in W_KEYS}
 
 
+@pytest.fixture(scope="module")
+def golden_runs_pytorch_conv(reference_model, face_input):
+    """The same with PyTorch's convolutions only (what runs where no C compiler is)."""
+    fastconv.set_enabled(False)
+    try:
+        with torch.inference_mode():
+            return {w: reference_model(face_input, w=w, adain=True) for w in W_KEYS}
+    finally:
+        fastconv.set_enabled(True)
+
+
+@pytest.mark.parametrize("convolutions", ["default", "pytorch"])
 @pytest.mark.parametrize("w", list(W_KEYS))
-def test_matches_official_network(golden_runs, golden, w):
-    image, logits, lq_feat = (t.numpy() for t in golden_runs[w])
+def test_matches_official_network(request, golden, w, convolutions):
+    runs = request.getfixturevalue("golden_runs" if convolutions == "default" else "golden_runs_pytorch_conv")
+    image, logits, lq_feat = (t.numpy() for t in runs[w])
     np.testing.assert_array_equal(logits.argmax(axis=2), golden["top_idx"])
     assert np.abs(logits - golden["logits"]).max() <= 1e-3
     assert np.abs(lq_feat - golden["lq_feat"]).max() <= 1e-3

@@ -11,15 +11,24 @@
  * a Winograd convolution assembled from framework operations slower than a
  * direct one).
  *
+ * Two producers of the input are folded into the read of each block, so
+ * their outputs never exist as full images (saving a write and a read of the
+ * whole feature map, and the page faults of a fresh allocation):
+ *  - a per-channel affine map followed by SiLU: GroupNorm + SiLU, whose
+ *    statistics come from channel_moments below;
+ *  - 2x nearest-neighbour upsampling of the input.
+ * The convolution's zero padding applies to the produced input, as it would
+ * if the producers had run on their own.
+ *
  * Layout of the pre-transformed weights U (computed in Python, in float64,
  * from the 3x3 kernel g as G g G^T): U[36][in_channels][out_channels].
  * Requirements checked by the caller: in_channels % 16 == 0 and
  * out_channels % CO_BLOCK == 0 (CO_BLOCK is exported by winograd_co_block).
  *
  * Accuracy: the transforms' coefficients (0, +-1, +-2, +-4, +-5, +-8 and
- * G's 1/4, 1/6, 1/12, 1/24) keep float32 rounding within about 2e-5 of the
- * direct convolution over the whole CodeFormer network (measured against
- * the official network's outputs; the tests check it).
+ * G's 1/4, 1/6, 1/12, 1/24) keep float32 rounding within about 1e-4 of the
+ * official network's outputs over the whole CodeFormer network (the tests
+ * check it).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -36,6 +45,9 @@
 #define NV 4
 #endif
 
+#ifndef BLOCK_KIB
+#define BLOCK_KIB 512 /* transformed input per thread block: stays in L2 */
+#endif
 #define ROWS 6                 /* tiles per micro-kernel step (register block rows) */
 #define CO_BLOCK (VEC * NV)    /* output channels per micro-kernel step */
 #define ALPHA 6                /* input tile side */
@@ -44,6 +56,7 @@
 #define MAX_THREADS 256
 
 typedef float vec __attribute__((vector_size(VEC * sizeof(float)), aligned(4)));
+typedef int ivec __attribute__((vector_size(VEC * sizeof(int)), aligned(4)));
 
 static inline vec load(const float *p) {
     vec v;
@@ -53,65 +66,131 @@ static inline vec load(const float *p) {
 
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof(v)); }
 
+static inline vec splat(float s) { return (vec){0} + s; }
+
+static inline vec blend(ivec mask, vec yes, vec no) { return (vec)(((ivec)yes & mask) | ((ivec)no & ~mask)); }
+
+/* exp(x) for |x| < 88, relative error about 2e-7: range reduction by
+ * powers of two and a degree-6 polynomial (the Cephes expf coefficients). */
+static inline vec vexp(vec x) {
+    x = blend(x < splat(-87.0f), splat(-87.0f), x);
+    x = blend(x > splat(88.0f), splat(88.0f), x);
+    const vec scaled = x * 1.44269504088896341f + 0.5f;
+    ivec n = __builtin_convertvector(scaled, ivec);
+    n -= (ivec)(__builtin_convertvector(n, vec) > scaled) & 1; /* truncation to floor */
+    const vec nf = __builtin_convertvector(n, vec);
+    const vec r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    vec p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const vec y = p * r * r + r + 1.0f;
+    return y * (vec)((n + 127) << 23);
+}
+
 int winograd_co_block(void) { return CO_BLOCK; }
 
 typedef struct {
     const float *input;
-    const float *weights; /* U */
-    const float *bias;    /* may be NULL */
+    const float *norm_scale; /* [batch][in_channels] or NULL */
+    const float *norm_shift;
+    const float *weights;  /* U */
+    const float *bias;     /* may be NULL */
     const float *residual; /* may be NULL: added to the output (same layout) */
     float *output;
-    int batch, height, width, in_channels, out_channels;
+    int batch, height, width, in_channels, out_channels, upsample;
     int tiles_y, tiles_x;
     long total_tiles;
-    int block_tiles;       /* tiles per block, multiple of ROWS */
+    int block_tiles; /* tiles per block, multiple of ROWS */
     long first_block, end_block;
 } job_t;
 
-/* B^T d B for one 6x6 tile of one channel vector; rows/columns outside the
- * image read as zero (that is the padding). V is [36][block_tiles][C]. */
-static void input_transform(const job_t *job, long tile, int slot, float *V) {
-    const int C = job->in_channels, H = job->height, W = job->width;
-    const long stride_point = (long)job->block_tiles * C;
-    float *dst = V + (long)slot * C;
-    if (tile >= job->total_tiles) {
-        for (int p = 0; p < POINTS; p++) memset(dst + p * stride_point, 0, sizeof(float) * C);
-        return;
-    }
-    const int per_image = job->tiles_y * job->tiles_x;
-    const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
-    const int y0 = (rest / job->tiles_x) * TILE - 1, x0 = (rest % job->tiles_x) * TILE - 1;
-    const float *image = job->input + (long)n * H * W * C;
-    const vec zero = {0};
-    for (int c = 0; c < C; c += VEC) {
-        vec d[ALPHA][ALPHA], t[ALPHA][ALPHA];
-        for (int i = 0; i < ALPHA; i++) {
-            const int y = y0 + i;
-            for (int j = 0; j < ALPHA; j++) {
-                const int x = x0 + j;
-                d[i][j] = (y >= 0 && y < H && x >= 0 && x < W) ? load(image + ((long)y * W + x) * C + c) : zero;
+/* The 6 input rows under one row of tiles, columns first_x - 1 .. first_x + 4 * count,
+ * as the convolution sees them: upsampled, normalised and activated, zero outside. */
+static void fill_strip(const job_t *job, int n, int first_y, int first_x, int count, float *strip) {
+    const int C = job->in_channels, H = job->height, W = job->width, up = job->upsample;
+    const int source_w = W >> up;
+    const int columns = TILE * count + 2;
+    const float *image = job->input + (long)n * (H >> up) * source_w * C;
+    const float *scale = job->norm_scale ? job->norm_scale + (long)n * C : NULL;
+    const float *shift = job->norm_shift ? job->norm_shift + (long)n * C : NULL;
+    for (int r = 0; r < ALPHA; r++) {
+        const int y = first_y - 1 + r;
+        float *row = strip + (long)r * columns * C;
+        for (int cx = 0; cx < columns; cx++) {
+            const int x = first_x - 1 + cx;
+            float *dst = row + (long)cx * C;
+            if (y < 0 || y >= H || x < 0 || x >= W) {
+                memset(dst, 0, sizeof(float) * C);
+                continue;
+            }
+            const float *src = image + ((long)(y >> up) * source_w + (x >> up)) * C;
+            if (!scale) {
+                memcpy(dst, src, sizeof(float) * C);
+                continue;
+            }
+            for (int c = 0; c < C; c += VEC) {
+                const vec v = load(src + c) * load(scale + c) + load(shift + c);
+                store(dst + c, v / (1.0f + vexp(-v)));
             }
         }
-        for (int j = 0; j < ALPHA; j++) {
-            const vec d0 = d[0][j], d1 = d[1][j], d2 = d[2][j], d3 = d[3][j], d4 = d[4][j], d5 = d[5][j];
-            t[0][j] = 4 * d0 - 5 * d2 + d4;
-            t[1][j] = -4 * (d1 + d2) + d3 + d4;
-            t[2][j] = 4 * (d1 - d2) - d3 + d4;
-            t[3][j] = 2 * (d3 - d1) - d2 + d4;
-            t[4][j] = 2 * (d1 - d3) - d2 + d4;
-            t[5][j] = 4 * d1 - 5 * d3 + d5;
-        }
-        for (int i = 0; i < ALPHA; i++) {
-            const vec d0 = t[i][0], d1 = t[i][1], d2 = t[i][2], d3 = t[i][3], d4 = t[i][4], d5 = t[i][5];
-            float *row = dst + (long)(i * ALPHA) * stride_point + c;
-            store(row + 0 * stride_point, 4 * d0 - 5 * d2 + d4);
-            store(row + 1 * stride_point, -4 * (d1 + d2) + d3 + d4);
-            store(row + 2 * stride_point, 4 * (d1 - d2) - d3 + d4);
-            store(row + 3 * stride_point, 2 * (d3 - d1) - d2 + d4);
-            store(row + 4 * stride_point, 2 * (d1 - d3) - d2 + d4);
-            store(row + 5 * stride_point, 4 * d1 - 5 * d3 + d5);
+    }
+}
+
+/* B^T d B for the tiles of one strip, into V[36][block_tiles][C] at slots first_slot.. */
+static void transform_strip(const job_t *job, const float *strip, int count, int first_slot, float *V) {
+    const int C = job->in_channels;
+    const long columns = TILE * count + 2;
+    const long stride_point = (long)job->block_tiles * C;
+    for (int k = 0; k < count; k++) {
+        float *dst = V + (long)(first_slot + k) * C;
+        const float *tile = strip + (long)TILE * k * C;
+        for (int c = 0; c < C; c += VEC) {
+            vec t[ALPHA][ALPHA];
+            for (int j = 0; j < ALPHA; j++) {
+                vec d[ALPHA];
+                for (int i = 0; i < ALPHA; i++) d[i] = load(tile + ((long)i * columns + j) * C + c);
+                t[0][j] = 4 * d[0] - 5 * d[2] + d[4];
+                t[1][j] = -4 * (d[1] + d[2]) + d[3] + d[4];
+                t[2][j] = 4 * (d[1] - d[2]) - d[3] + d[4];
+                t[3][j] = 2 * (d[3] - d[1]) - d[2] + d[4];
+                t[4][j] = 2 * (d[1] - d[3]) - d[2] + d[4];
+                t[5][j] = 4 * d[1] - 5 * d[3] + d[5];
+            }
+            for (int i = 0; i < ALPHA; i++) {
+                const vec *d = t[i];
+                float *row = dst + (long)(i * ALPHA) * stride_point + c;
+                store(row + 0 * stride_point, 4 * d[0] - 5 * d[2] + d[4]);
+                store(row + 1 * stride_point, -4 * (d[1] + d[2]) + d[3] + d[4]);
+                store(row + 2 * stride_point, 4 * (d[1] - d[2]) - d[3] + d[4]);
+                store(row + 3 * stride_point, 2 * (d[3] - d[1]) - d[2] + d[4]);
+                store(row + 4 * stride_point, 2 * (d[1] - d[3]) - d[2] + d[4]);
+                store(row + 5 * stride_point, 4 * d[1] - 5 * d[3] + d[5]);
+            }
         }
     }
+}
+
+/* The block's transformed input: strip by strip (a block may span rows of tiles and
+ * images); slots past the last tile are zero. */
+static void transform_block(const job_t *job, long first_tile, float *strip, float *V) {
+    const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x;
+    int slot = 0;
+    while (slot < T && first_tile + slot < job->total_tiles) {
+        const long tile = first_tile + slot;
+        const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
+        const int ty = rest / job->tiles_x, tx = rest % job->tiles_x;
+        int count = job->tiles_x - tx;
+        if (count > T - slot) count = T - slot;
+        if (count > job->total_tiles - tile) count = (int)(job->total_tiles - tile);
+        fill_strip(job, n, ty * TILE, tx * TILE, count, strip);
+        transform_strip(job, strip, count, slot, V);
+        slot += count;
+    }
+    for (; slot < T; slot++)
+        for (int p = 0; p < POINTS; p++) memset(V + ((long)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
 /* M[p][t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for all 36 points p
@@ -189,16 +268,13 @@ static void output_transform(const job_t *job, long first_tile, int co, const fl
 static void *run_blocks(void *arg) {
     const job_t *job = arg;
     const int T = job->block_tiles;
-    float *V = aligned_alloc(64, sizeof(float) * POINTS * T * job->in_channels);
-    float *M = aligned_alloc(64, sizeof(float) * POINTS * T * CO_BLOCK);
-    if (!V || !M) {
-        free(V);
-        free(M);
-        return (void *)1;
-    }
-    for (long block = job->first_block; block < job->end_block; block++) {
+    float *V = malloc(sizeof(float) * POINTS * T * job->in_channels);
+    float *M = malloc(sizeof(float) * POINTS * T * CO_BLOCK);
+    float *strip = malloc(sizeof(float) * ALPHA * (TILE * T + 2) * job->in_channels);
+    const int ok = V && M && strip;
+    for (long block = job->first_block; ok && block < job->end_block; block++) {
         const long first_tile = block * T;
-        for (int slot = 0; slot < T; slot++) input_transform(job, first_tile + slot, slot, V);
+        transform_block(job, first_tile, strip, V);
         for (int co = 0; co < job->out_channels; co += CO_BLOCK) {
             multiply(job, V, co, M);
             output_transform(job, first_tile, co, M);
@@ -206,47 +282,127 @@ static void *run_blocks(void *arg) {
     }
     free(V);
     free(M);
-    return NULL;
+    free(strip);
+    return ok ? NULL : (void *)1;
 }
 
-/* Returns 0 on success, nonzero if memory for the per-thread buffers or a
- * thread could not be had (the caller then falls back to a direct convolution). */
-int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, const float *weights,
-                     int out_channels, const float *bias, const float *residual, float *output, int threads) {
-    job_t base = {input, weights, bias, residual, output, batch, height, width, in_channels, out_channels};
-    base.tiles_y = (height + TILE - 1) / TILE;
-    base.tiles_x = (width + TILE - 1) / TILE;
+/* Run run_blocks' shares of a job on `threads` threads (the caller's one included).
+ * Returns nonzero if a share failed (no memory for its buffers). */
+static int run_parallel(void *(*work)(void *), void *jobs, size_t job_size, int threads) {
+    pthread_t ids[MAX_THREADS];
+    int created[MAX_THREADS] = {0};
+    int failed = 0;
+    for (int i = 1; i < threads; i++) {
+        void *job = (char *)jobs + i * job_size;
+        created[i] = pthread_create(&ids[i], NULL, work, job) == 0;
+        /* No thread to be had: do this share on the calling thread instead. */
+        if (!created[i]) failed |= work(job) != NULL;
+    }
+    failed |= work(jobs) != NULL;
+    for (int i = 1; i < threads; i++) {
+        void *result = NULL;
+        if (created[i]) pthread_join(ids[i], &result);
+        failed |= result != NULL;
+    }
+    return failed;
+}
+
+/* output = conv3x3(produce(input)) + bias (+ residual). height and width are the
+ * convolution's (after upsampling: the input is height/2 x width/2 when
+ * upsample is 1). Returns 0 on success, nonzero if the working buffers could not be
+ * allocated (the caller then falls back to a direct convolution). */
+int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
+                     const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
+                     const float *bias, const float *residual, float *output, int threads) {
+    job_t base = {
+        .input = input, .norm_scale = norm_scale, .norm_shift = norm_shift, .weights = weights, .bias = bias,
+        .residual = residual, .output = output, .batch = batch, .height = height, .width = width,
+        .in_channels = in_channels, .out_channels = out_channels, .upsample = upsample ? 1 : 0,
+        .tiles_y = (height + TILE - 1) / TILE, .tiles_x = (width + TILE - 1) / TILE,
+    };
     base.total_tiles = (long)batch * base.tiles_y * base.tiles_x;
-    /* Transformed input block of about 96 KiB per thread: it stays in L2 while
-     * every output-channel block reuses it. */
     int block_tiles = (BLOCK_KIB * 1024) / (POINTS * in_channels * (int)sizeof(float));
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
     base.block_tiles = block_tiles;
     const long blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
-    if (threads < 1) threads = 1;
     if (threads > blocks) threads = (int)blocks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
     job_t jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int created[MAX_THREADS] = {0};
-    int failed = 0;
     for (int i = 0; i < threads; i++) {
         jobs[i] = base;
         jobs[i].first_block = blocks * i / threads;
         jobs[i].end_block = blocks * (i + 1) / threads;
     }
-    for (int i = 1; i < threads; i++) {
-        created[i] = pthread_create(&ids[i], NULL, run_blocks, &jobs[i]) == 0;
-        /* No thread to be had: do this share on the calling thread instead. */
-        if (!created[i]) failed |= run_blocks(&jobs[i]) != NULL;
-    }
-    failed |= run_blocks(&jobs[0]) != NULL;
-    for (int i = 1; i < threads; i++) {
-        if (created[i]) {
-            void *result;
-            pthread_join(ids[i], &result);
-            failed |= result != NULL;
+    return run_parallel(run_blocks, jobs, sizeof(job_t), threads);
+}
+
+typedef struct {
+    const float *input;
+    int channels;
+    long first_pixel, end_pixel; /* over all images: pixel p belongs to image p / pixels */
+    long pixels;
+    double *sums; /* [batch][channels] sums, then [batch][channels] sums of squares */
+    int batch;
+} moments_job_t;
+
+static void *run_moments(void *arg) {
+    moments_job_t *job = arg;
+    const int C = job->channels;
+    double *sums = job->sums, *squares = job->sums + (long)job->batch * C;
+    for (long p = job->first_pixel; p < job->end_pixel;) {
+        const long n = p / job->pixels, end = (n + 1) * job->pixels < job->end_pixel ? (n + 1) * job->pixels : job->end_pixel;
+        for (int c = 0; c < C; c += VEC) {
+            /* About the image's first pixel, so that a large mean does not cancel the variance away;
+             * float partial sums over runs of 64 pixels, added up in double. */
+            const vec shift = load(job->input + n * job->pixels * C + c);
+            double s[VEC] = {0}, q[VEC] = {0};
+            for (long run = p; run < end; run += 64) {
+                vec a = {0}, b = {0};
+                const long stop = run + 64 < end ? run + 64 : end;
+                for (long i = run; i < stop; i++) {
+                    const vec v = load(job->input + i * C + c) - shift;
+                    a += v;
+                    b += v * v;
+                }
+                for (int k = 0; k < VEC; k++) {
+                    s[k] += a[k];
+                    q[k] += b[k];
+                }
+            }
+            for (int k = 0; k < VEC; k++) {
+                sums[n * C + c + k] += s[k];
+                squares[n * C + c + k] += q[k];
+            }
         }
+        p = end;
     }
+    return NULL;
+}
+
+/* Per image and channel, what GroupNorm's statistics are made of, for an NHWC tensor
+ * (channels % VEC == 0): out[0] the sum of (x - shift), out[1] the sum of (x - shift)^2,
+ * out[2] the shift (the image's first pixel), each [batch][channels]. */
+int channel_moments(const float *input, int batch, long pixels, int channels, double *out, int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    const long values = 2L * batch * channels;
+    double *partial = calloc((size_t)threads * values, sizeof(double));
+    if (!partial) return 1;
+    moments_job_t jobs[MAX_THREADS];
+    const long total = (long)batch * pixels;
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (moments_job_t){input, channels, total * i / threads, total * (i + 1) / threads, pixels,
+                                  partial + i * values, batch};
+    }
+    const int failed = run_parallel(run_moments, jobs, sizeof(moments_job_t), threads);
+    for (long k = 0; k < values; k++) {
+        double sum = 0;
+        for (int i = 0; i < threads; i++) sum += partial[i * values + k];
+        out[k] = sum;
+    }
+    for (int n = 0; n < batch; n++)
+        for (int c = 0; c < channels; c++) out[values + (long)n * channels + c] = input[(long)n * pixels * channels + c];
+    free(partial);
     return failed;
 }
