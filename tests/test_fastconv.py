@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +252,34 @@ def test_sizes_are_checked_before_the_kernel_reads_memory(case, arguments):
     x = torch.zeros(1, 32, 32, 32)
     with pytest.raises(ValueError), torch.inference_mode():
         fastconv.conv3x3(x, call["transformed"], call["bias"], call["residual"], norm=call["norm"])
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"), reason="x86-64 builds need gcc")
+@pytest.mark.parametrize(
+    ("target", "vector_floats"),
+    [("-march=x86-64-v4", 16), ("-march=x86-64-v3", 8), ("-march=x86-64", 4)],
+    ids=["avx512", "avx2", "sse2-generic"],
+)
+def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
+    """-march=native picks one code path; the other CPUs' paths (AVX2, plain SSE2) are built and checked here too.
+
+    Only run where this CPU can execute them (AVX-512 code needs an AVX-512 CPU).
+    """
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if vector_floats == 16 and " avx512f" not in flags:
+        pytest.skip("this CPU has no AVX-512")
+    if vector_floats == 8 and " avx2" not in flags:
+        pytest.skip("this CPU has no AVX2")
+    library = tmp_path / "winograd.so"
+    subprocess.run(["gcc", "-O3", target, "-shared", "-fPIC", "-pthread", str(fastconv.SOURCE), "-o", str(library)], check=True)
+    kernel = fastconv._Kernel(ctypes.CDLL(str(library)))
+    assert kernel.out_channel_multiple == vector_floats * (2 if vector_floats == 8 else 4)
+    assert fastconv._self_test(kernel) == ""
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 48, 19, 22, generator=generator)
+    weight = torch.randn(64, 48, 3, 3, generator=generator) / 20
+    bias = torch.randn(64, generator=generator)
+    norm = random_norm(48, generator)
+    with torch.inference_mode():
+        got = fastconv._run(kernel, x, fastconv.transform_weight(weight), bias, None, norm, False)
+    assert_float32_close(got, reference(x, weight, bias, norm=norm))
