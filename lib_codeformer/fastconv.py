@@ -91,8 +91,10 @@ def available() -> bool:
 
 
 def supports(x: Tensor, weight: Tensor, *, upsample: bool = False) -> bool:
-    """Whether ``conv2d(x, weight, padding=1)`` may run here: CPU float32, no autograd, sizes that pay."""
+    """Whether ``conv2d(x, weight, padding=1)`` may run here: CPU float32, no autocast or autograd, sizes that pay."""
     if not is_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.is_autocast_enabled("cpu"):  # a bf16 run stays bf16 throughout, as PyTorch's convolutions make it
         return False
     pixels = x.shape[-2] * x.shape[-1] * (4 if upsample else 1)
     if x.dim() != 4 or weight.shape[2:] != (3, 3) or pixels < MIN_PIXELS:

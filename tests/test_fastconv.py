@@ -129,6 +129,14 @@ def test_falls_back_to_pytorch_where_the_kernel_does_not_apply(case, make_input)
     torch.testing.assert_close(out, F.conv2d(x, module.weight, module.bias, padding=1))
 
 
+def test_autocast_keeps_its_precision():
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fastconv.supports(x, module.weight)
+        assert module(x).dtype == torch.bfloat16
+
+
 def test_gradients_flow_through_the_fallback():
     module = conv_module()
     x = torch.randn(1, 32, SIDE, SIDE, requires_grad=True)
