@@ -128,20 +128,19 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour 2x upsampling followed by a 3x3 convolution.
 
-    Computed in the equivalent sub-pixel form (four 2x2 convolutions at the
-    source resolution, see ``kernels.upsample2x_conv3x3``), 2.25x fewer
-    multiply-adds; ``subpixel = False`` runs the literal form.
+    The 4x larger upsampled copy is never made: the Winograd kernel reads
+    the source pixels directly (``Conv3x3(upsample=True)``), and elsewhere
+    the equivalent sub-pixel form runs (four 2x2 convolutions at the source
+    resolution, see ``kernels.upsample2x_conv3x3``; 2.25x fewer
+    multiply-adds).
     """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = Conv3x3(channels, channels)
-        self.subpixel = True
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.subpixel:
-            return self.conv(x, upsample=True)
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(x, upsample=True)
 
 
 class VQEncoder(nn.Module):

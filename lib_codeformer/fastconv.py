@@ -11,8 +11,8 @@ The kernel is a small C file built with the system's C compiler (``cc``,
 compiler and CPU, and loaded with ctypes; it needs no PyTorch headers and
 builds in well under a second. Where no compiler is found, the build fails,
 or the built kernel does not match PyTorch's convolution on a self-test,
-everything silently stays on PyTorch's convolutions (logged once): same
-results within float rounding, just slower. ``CODEFORMER_FAST_CONV=0`` (or
+everything stays on PyTorch's convolutions, with one log line saying why:
+same results within float rounding, just slower. ``CODEFORMER_FAST_CONV=0`` (or
 ``set_enabled(False)``) turns it off.
 
 Results differ from a direct convolution by float32 rounding only (about
@@ -65,13 +65,13 @@ class _Kernel:
     """The loaded library's two entry points and the output-channel multiple it requires."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        pointer, integer, long = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
+        pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         self.conv = library.winograd_conv3x3
         self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
         self.conv.argtypes += [pointer, pointer, pointer, integer]
         self.conv.restype = integer
         self.moments = library.channel_moments
-        self.moments.argtypes = [pointer, integer, long, integer, pointer, integer]
+        self.moments.argtypes = [pointer, integer, int64, integer, pointer, integer]
         self.moments.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
 

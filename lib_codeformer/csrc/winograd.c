@@ -31,6 +31,7 @@
  * check it).
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,9 +103,9 @@ typedef struct {
     float *output;
     int batch, height, width, in_channels, out_channels, upsample;
     int tiles_y, tiles_x;
-    long total_tiles;
+    int64_t total_tiles;
     int block_tiles; /* tiles per block, multiple of ROWS */
-    long first_block, end_block;
+    int64_t first_block, end_block;
 } job_t;
 
 /* The 6 input rows under one row of tiles, columns first_x - 1 .. first_x + 4 * count,
@@ -113,20 +114,20 @@ static void fill_strip(const job_t *job, int n, int first_y, int first_x, int co
     const int C = job->in_channels, H = job->height, W = job->width, up = job->upsample;
     const int source_w = W >> up;
     const int columns = TILE * count + 2;
-    const float *image = job->input + (long)n * (H >> up) * source_w * C;
-    const float *scale = job->norm_scale ? job->norm_scale + (long)n * C : NULL;
-    const float *shift = job->norm_shift ? job->norm_shift + (long)n * C : NULL;
+    const float *image = job->input + (int64_t)n * (H >> up) * source_w * C;
+    const float *scale = job->norm_scale ? job->norm_scale + (int64_t)n * C : NULL;
+    const float *shift = job->norm_shift ? job->norm_shift + (int64_t)n * C : NULL;
     for (int r = 0; r < ALPHA; r++) {
         const int y = first_y - 1 + r;
-        float *row = strip + (long)r * columns * C;
+        float *row = strip + (int64_t)r * columns * C;
         for (int cx = 0; cx < columns; cx++) {
             const int x = first_x - 1 + cx;
-            float *dst = row + (long)cx * C;
+            float *dst = row + (int64_t)cx * C;
             if (y < 0 || y >= H || x < 0 || x >= W) {
                 memset(dst, 0, sizeof(float) * C);
                 continue;
             }
-            const float *src = image + ((long)(y >> up) * source_w + (x >> up)) * C;
+            const float *src = image + ((int64_t)(y >> up) * source_w + (x >> up)) * C;
             if (!scale) {
                 memcpy(dst, src, sizeof(float) * C);
                 continue;
@@ -142,16 +143,16 @@ static void fill_strip(const job_t *job, int n, int first_y, int first_x, int co
 /* B^T d B for the tiles of one strip, into V[36][block_tiles][C] at slots first_slot.. */
 static void transform_strip(const job_t *job, const float *strip, int count, int first_slot, float *V) {
     const int C = job->in_channels;
-    const long columns = TILE * count + 2;
-    const long stride_point = (long)job->block_tiles * C;
+    const int64_t columns = TILE * count + 2;
+    const int64_t stride_point = (int64_t)job->block_tiles * C;
     for (int k = 0; k < count; k++) {
-        float *dst = V + (long)(first_slot + k) * C;
-        const float *tile = strip + (long)TILE * k * C;
+        float *dst = V + (int64_t)(first_slot + k) * C;
+        const float *tile = strip + (int64_t)TILE * k * C;
         for (int c = 0; c < C; c += VEC) {
             vec t[ALPHA][ALPHA];
             for (int j = 0; j < ALPHA; j++) {
                 vec d[ALPHA];
-                for (int i = 0; i < ALPHA; i++) d[i] = load(tile + ((long)i * columns + j) * C + c);
+                for (int i = 0; i < ALPHA; i++) d[i] = load(tile + ((int64_t)i * columns + j) * C + c);
                 t[0][j] = 4 * d[0] - 5 * d[2] + d[4];
                 t[1][j] = -4 * (d[1] + d[2]) + d[3] + d[4];
                 t[2][j] = 4 * (d[1] - d[2]) - d[3] + d[4];
@@ -161,7 +162,7 @@ static void transform_strip(const job_t *job, const float *strip, int count, int
             }
             for (int i = 0; i < ALPHA; i++) {
                 const vec *d = t[i];
-                float *row = dst + (long)(i * ALPHA) * stride_point + c;
+                float *row = dst + (int64_t)(i * ALPHA) * stride_point + c;
                 store(row + 0 * stride_point, 4 * d[0] - 5 * d[2] + d[4]);
                 store(row + 1 * stride_point, -4 * (d[1] + d[2]) + d[3] + d[4]);
                 store(row + 2 * stride_point, 4 * (d[1] - d[2]) - d[3] + d[4]);
@@ -175,11 +176,11 @@ static void transform_strip(const job_t *job, const float *strip, int count, int
 
 /* The block's transformed input: strip by strip (a block may span rows of tiles and
  * images); slots past the last tile are zero. */
-static void transform_block(const job_t *job, long first_tile, float *strip, float *V) {
+static void transform_block(const job_t *job, int64_t first_tile, float *strip, float *V) {
     const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x;
     int slot = 0;
     while (slot < T && first_tile + slot < job->total_tiles) {
-        const long tile = first_tile + slot;
+        const int64_t tile = first_tile + slot;
         const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
         const int ty = rest / job->tiles_x, tx = rest % job->tiles_x;
         int count = job->tiles_x - tx;
@@ -190,7 +191,7 @@ static void transform_block(const job_t *job, long first_tile, float *strip, flo
         slot += count;
     }
     for (; slot < T; slot++)
-        for (int p = 0; p < POINTS; p++) memset(V + ((long)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
+        for (int p = 0; p < POINTS; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
 /* M[p][t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for all 36 points p
@@ -198,45 +199,45 @@ static void transform_block(const job_t *job, long first_tile, float *strip, flo
 static void multiply(const job_t *job, const float *V, int co, float *M) {
     const int C = job->in_channels, K = job->out_channels, T = job->block_tiles;
     for (int p = 0; p < POINTS; p++) {
-        const float *Vp = V + (long)p * T * C;
-        const float *Up = job->weights + (long)p * C * K + co;
-        float *Mp = M + (long)p * T * CO_BLOCK;
+        const float *Vp = V + (int64_t)p * T * C;
+        const float *Up = job->weights + (int64_t)p * C * K + co;
+        float *Mp = M + (int64_t)p * T * CO_BLOCK;
         for (int t0 = 0; t0 < T; t0 += ROWS) {
             vec acc[ROWS][NV];
             for (int r = 0; r < ROWS; r++)
                 for (int v = 0; v < NV; v++) acc[r][v] = (vec){0};
-            const float *Vt = Vp + (long)t0 * C;
+            const float *Vt = Vp + (int64_t)t0 * C;
             for (int ci = 0; ci < C; ci++) {
                 vec u[NV];
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) u[v] = load(Up + (long)ci * K + v * VEC);
+                for (int v = 0; v < NV; v++) u[v] = load(Up + (int64_t)ci * K + v * VEC);
 #pragma GCC unroll 6
                 for (int r = 0; r < ROWS; r++) {
-                    const float s = Vt[(long)r * C + ci];
+                    const float s = Vt[(int64_t)r * C + ci];
 #pragma GCC unroll 4
                     for (int v = 0; v < NV; v++) acc[r][v] += s * u[v];
                 }
             }
             for (int r = 0; r < ROWS; r++)
-                for (int v = 0; v < NV; v++) store(Mp + (long)(t0 + r) * CO_BLOCK + v * VEC, acc[r][v]);
+                for (int v = 0; v < NV; v++) store(Mp + (int64_t)(t0 + r) * CO_BLOCK + v * VEC, acc[r][v]);
         }
     }
 }
 
 /* A^T m A for each tile of the block, plus bias (and residual), written to
  * the output pixels that lie inside the image. */
-static void output_transform(const job_t *job, long first_tile, int co, const float *M) {
+static void output_transform(const job_t *job, int64_t first_tile, int co, const float *M) {
     const int K = job->out_channels, H = job->height, W = job->width, T = job->block_tiles;
     const int per_image = job->tiles_y * job->tiles_x;
     for (int slot = 0; slot < T; slot++) {
-        const long tile = first_tile + slot;
+        const int64_t tile = first_tile + slot;
         if (tile >= job->total_tiles) return;
         const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
         const int y0 = (rest / job->tiles_x) * TILE, x0 = (rest % job->tiles_x) * TILE;
         for (int v = 0; v < NV; v++) {
             const int c = co + v * VEC;
             vec m[ALPHA][ALPHA], t[TILE][ALPHA];
-            for (int p = 0; p < POINTS; p++) m[p / ALPHA][p % ALPHA] = load(M + ((long)p * T + slot) * CO_BLOCK + v * VEC);
+            for (int p = 0; p < POINTS; p++) m[p / ALPHA][p % ALPHA] = load(M + ((int64_t)p * T + slot) * CO_BLOCK + v * VEC);
             for (int j = 0; j < ALPHA; j++) {
                 const vec m0 = m[0][j], m1 = m[1][j], m2 = m[2][j], m3 = m[3][j], m4 = m[4][j], m5 = m[5][j];
                 t[0][j] = m0 + m1 + m2 + m3 + m4;
@@ -256,7 +257,7 @@ static void output_transform(const job_t *job, long first_tile, int co, const fl
                     m1 - m2 + 8 * (m3 - m4) + m5 + b,
                 };
                 for (int j = 0; j < TILE && x0 + j < W; j++) {
-                    const long offset = (((long)n * H + y) * W + x0 + j) * K + c;
+                    const int64_t offset = (((int64_t)n * H + y) * W + x0 + j) * K + c;
                     const vec value = job->residual ? out[j] + load(job->residual + offset) : out[j];
                     store(job->output + offset, value);
                 }
@@ -272,8 +273,8 @@ static void *run_blocks(void *arg) {
     float *M = malloc(sizeof(float) * POINTS * T * CO_BLOCK);
     float *strip = malloc(sizeof(float) * ALPHA * (TILE * T + 2) * job->in_channels);
     const int ok = V && M && strip;
-    for (long block = job->first_block; ok && block < job->end_block; block++) {
-        const long first_tile = block * T;
+    for (int64_t block = job->first_block; ok && block < job->end_block; block++) {
+        const int64_t first_tile = block * T;
         transform_block(job, first_tile, strip, V);
         for (int co = 0; co < job->out_channels; co += CO_BLOCK) {
             multiply(job, V, co, M);
@@ -320,11 +321,11 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
         .in_channels = in_channels, .out_channels = out_channels, .upsample = upsample ? 1 : 0,
         .tiles_y = (height + TILE - 1) / TILE, .tiles_x = (width + TILE - 1) / TILE,
     };
-    base.total_tiles = (long)batch * base.tiles_y * base.tiles_x;
+    base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;
     int block_tiles = (BLOCK_KIB * 1024) / (POINTS * in_channels * (int)sizeof(float));
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
     base.block_tiles = block_tiles;
-    const long blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
+    const int64_t blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
     if (threads > blocks) threads = (int)blocks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads < 1) threads = 1;
@@ -340,8 +341,8 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
 typedef struct {
     const float *input;
     int channels;
-    long first_pixel, end_pixel; /* over all images: pixel p belongs to image p / pixels */
-    long pixels;
+    int64_t first_pixel, end_pixel; /* over all images: pixel p belongs to image p / pixels */
+    int64_t pixels;
     double *sums; /* [batch][channels] sums, then [batch][channels] sums of squares */
     int batch;
 } moments_job_t;
@@ -349,18 +350,18 @@ typedef struct {
 static void *run_moments(void *arg) {
     moments_job_t *job = arg;
     const int C = job->channels;
-    double *sums = job->sums, *squares = job->sums + (long)job->batch * C;
-    for (long p = job->first_pixel; p < job->end_pixel;) {
-        const long n = p / job->pixels, end = (n + 1) * job->pixels < job->end_pixel ? (n + 1) * job->pixels : job->end_pixel;
+    double *sums = job->sums, *squares = job->sums + (int64_t)job->batch * C;
+    for (int64_t p = job->first_pixel; p < job->end_pixel;) {
+        const int64_t n = p / job->pixels, end = (n + 1) * job->pixels < job->end_pixel ? (n + 1) * job->pixels : job->end_pixel;
         for (int c = 0; c < C; c += VEC) {
             /* About the image's first pixel, so that a large mean does not cancel the variance away;
              * float partial sums over runs of 64 pixels, added up in double. */
             const vec shift = load(job->input + n * job->pixels * C + c);
             double s[VEC] = {0}, q[VEC] = {0};
-            for (long run = p; run < end; run += 64) {
+            for (int64_t run = p; run < end; run += 64) {
                 vec a = {0}, b = {0};
-                const long stop = run + 64 < end ? run + 64 : end;
-                for (long i = run; i < stop; i++) {
+                const int64_t stop = run + 64 < end ? run + 64 : end;
+                for (int64_t i = run; i < stop; i++) {
                     const vec v = load(job->input + i * C + c) - shift;
                     a += v;
                     b += v * v;
@@ -383,26 +384,26 @@ static void *run_moments(void *arg) {
 /* Per image and channel, what GroupNorm's statistics are made of, for an NHWC tensor
  * (channels % VEC == 0): out[0] the sum of (x - shift), out[1] the sum of (x - shift)^2,
  * out[2] the shift (the image's first pixel), each [batch][channels]. */
-int channel_moments(const float *input, int batch, long pixels, int channels, double *out, int threads) {
+int channel_moments(const float *input, int batch, int64_t pixels, int channels, double *out, int threads) {
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads < 1) threads = 1;
-    const long values = 2L * batch * channels;
+    const int64_t values = (int64_t)2 * batch * channels;
     double *partial = calloc((size_t)threads * values, sizeof(double));
     if (!partial) return 1;
     moments_job_t jobs[MAX_THREADS];
-    const long total = (long)batch * pixels;
+    const int64_t total = (int64_t)batch * pixels;
     for (int i = 0; i < threads; i++) {
         jobs[i] = (moments_job_t){input, channels, total * i / threads, total * (i + 1) / threads, pixels,
                                   partial + i * values, batch};
     }
     const int failed = run_parallel(run_moments, jobs, sizeof(moments_job_t), threads);
-    for (long k = 0; k < values; k++) {
+    for (int64_t k = 0; k < values; k++) {
         double sum = 0;
         for (int i = 0; i < threads; i++) sum += partial[i * values + k];
         out[k] = sum;
     }
     for (int n = 0; n < batch; n++)
-        for (int c = 0; c < channels; c++) out[values + (long)n * channels + c] = input[(long)n * pixels * channels + c];
+        for (int c = 0; c < channels; c++) out[values + (int64_t)n * channels + c] = input[(int64_t)n * pixels * channels + c];
     free(partial);
     return failed;
 }
