@@ -4,7 +4,9 @@ The reference is spandrel-extra-arches' CodeFormer (what AUTOMATIC1111 1.10
 loads), installed by the ``bench`` extra. Both get the same synthetic weights
 and inputs, run in this one process, alternating, and the median of
 ``--repeats`` runs is reported as ms per face, with the ratio ours/reference
-(< 1 is faster). Each of our modes is also checked against the official
+(< 1 is faster). On the CPU, our fp32 is timed twice: with the Winograd
+convolution kernel (the default where a C compiler is found) and with
+PyTorch's convolutions only. Each of our modes is also checked against the official
 network's golden outputs (tests/data) to say whether it keeps the accuracy
 the tests demand. Peak memory is the growth of the process's peak resident
 set (CPU, Linux) or of the CUDA allocator's peak during one batch-1 pass.

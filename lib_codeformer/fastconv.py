@@ -224,7 +224,7 @@ def _kernel() -> _Kernel | None:
 
 def _build_and_check() -> _Kernel | None:
     try:
-        kernel = _Kernel(ctypes.CDLL(str(_build())))
+        kernel = _load(_build())
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         logger.info("Fast (Winograd) convolutions unavailable, using PyTorch's: %s", error)
         return None
@@ -233,6 +233,28 @@ def _build_and_check() -> _Kernel | None:
         logger.warning("Fast (Winograd) convolutions disabled: %s. Using PyTorch's convolutions.", problem)
         return None
     return kernel
+
+
+def _load(library: Path) -> _Kernel:
+    """Load a built library whose bytes are still those written by the build.
+
+    A damaged file must not reach the loader (a truncated shared library
+    crashes the process with SIGBUS rather than failing to load): it is
+    removed and built afresh.
+    """
+    if _digest_file(library).exists() and _digest_file(library).read_text() == _sha256(library):
+        return _Kernel(ctypes.CDLL(str(library)))
+    logger.info("Rebuilding %s: it is not the file the build wrote", library)
+    library.unlink(missing_ok=True)
+    return _Kernel(ctypes.CDLL(str(_build())))
+
+
+def _digest_file(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _compiler() -> str:
@@ -244,11 +266,14 @@ def _compiler() -> str:
 
 def _cpu_signature() -> str:
     """What -march=native depends on, so a cache shared between machines never loads foreign code."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
         return "|".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
-    except OSError:
-        return platform.processor() or platform.machine()
+    if sys.platform == "darwin":
+        brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=30)
+        return brand.stdout.strip() or platform.machine()
+    return f"{platform.processor()}|{platform.machine()}|{os.environ.get('PROCESSOR_IDENTIFIER', '')}"
 
 
 # Tuned for the CPU it runs on first; plain optimisation where the compiler has no -march=native.
@@ -277,6 +302,9 @@ def _build() -> Path:
             command = [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(built)]
             result = subprocess.run(command, capture_output=True, text=True, timeout=300)
             if result.returncode == 0:
+                digest = Path(scratch) / _digest_file(target).name
+                digest.write_text(_sha256(built))
+                os.replace(digest, _digest_file(target))
                 os.replace(built, target)
                 logger.info("Built the fast convolution kernel: %s", target)
                 return target

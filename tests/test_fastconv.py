@@ -232,7 +232,7 @@ def test_built_once_then_reused_from_the_cache(tmp_path):
     first = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
     assert "available True close True" in first.stdout, first.stderr
     assert "Built the fast convolution kernel" in first.stderr
-    (library,) = (tmp_path / "kernels").glob("winograd-*")
+    (library,) = (tmp_path / "kernels").glob("winograd-*.so")
     built_at = library.stat().st_mtime_ns
     second = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
     assert "available True close True" in second.stdout
@@ -296,3 +296,14 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     with torch.inference_mode():
         got = fastconv._run(kernel, x, fastconv.transform_weight(weight), bias, None, norm, False)
     assert_float32_close(got, reference(x, weight, bias, norm=norm))
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
+    first = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True" in first.stdout, first.stderr
+    (library,) = (tmp_path / "kernels").glob("winograd-*.so")
+    library.write_bytes(library.read_bytes()[:1000])  # truncated: loading it would kill the process (SIGBUS)
+    second = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True close True" in second.stdout, second.stderr
+    assert "Rebuilding" in second.stderr
+    assert library.stat().st_size > 1000
