@@ -26,6 +26,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from . import fastconv
     from .files import ImageFileError, iter_inputs, read_image, write_image
     from .pipeline import FaceRestorer, RestoreOptions
 
@@ -54,6 +55,7 @@ def _restore(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    fastconv.set_enabled(not args.no_fast_conv)
     restorer = FaceRestorer(
         args.weights, detector=args.detector, device=args.device, batch_size=args.batch_size, precision=args.precision
     )
@@ -159,6 +161,9 @@ def _add_restore_parser(commands) -> None:
     restore.add_argument("--aligned", action="store_true", help="inputs are aligned 512 x 512 faces")
     restore.add_argument("--batch-size", type=int, default=None, help="faces per network call (default by device)")
     restore.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision (default fp32)")
+    restore.add_argument(
+        "--no-fast-conv", action="store_true", help="PyTorch's convolutions only, not the compiled Winograd kernel (CPU)"
+    )
     restore.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})"
     )

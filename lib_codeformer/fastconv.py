@@ -58,7 +58,7 @@ _G = (
 )
 
 _lock = threading.Lock()
-_state: dict[str, object] = {"enabled": os.environ.get(ENV_SWITCH, "1") != "0"}
+_state: dict[str, object] = {"enabled": True}
 
 
 class _Kernel:
@@ -77,12 +77,15 @@ class _Kernel:
 
 
 def set_enabled(enabled: bool) -> None:
-    """Turn the fast path on or off for this process (benchmarks and tests compare both)."""
+    """Turn the fast path on or off for this process (the WebUI setting, ``--no-fast-conv``, benchmarks, tests).
+
+    ``CODEFORMER_FAST_CONV=0`` in the environment keeps it off whatever this says.
+    """
     _state["enabled"] = enabled
 
 
 def is_enabled() -> bool:
-    return bool(_state["enabled"])
+    return bool(_state["enabled"]) and os.environ.get(ENV_SWITCH, "1") != "0"
 
 
 def available() -> bool:

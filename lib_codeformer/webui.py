@@ -36,7 +36,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 class HostServices:
     """What the host provides, as plain values and callables."""
 
-    settings: Callable[[], dict[str, Any]]  # current extension settings (option keys, weights_path, device, unload)
+    settings: Callable[[], dict[str, Any]]  # current settings (option keys, weights_path, device, unload, max_pixels, fast_conv)
     device: Callable[[], str]  # the device the host assigns to face restoration
     model_dirs: Sequence[str] = ()  # where CodeFormer weights are looked for (models/Codeformer)
     detector_model_dirs: Sequence[str] = ()  # RetinaFace / ParseNet weights (models/GFPGAN)
@@ -154,6 +154,7 @@ class ExtensionRuntime:
         try:
             with self._lock:
                 restorer = self.restorer(settings)
+                _use_fast_convolutions(settings.get("fast_conv", True))
                 self._prepare(restorer)
                 try:
                     result = restorer.restore(
@@ -210,6 +211,13 @@ def shared_runtime(services: HostServices) -> ExtensionRuntime:
     else:
         _RUNTIME.services = services
     return _RUNTIME
+
+
+def _use_fast_convolutions(enabled: bool) -> None:
+    """The setting "Fast CPU convolutions" (imported here: fastconv imports torch, which start-up must not)."""
+    from . import fastconv
+
+    fastconv.set_enabled(bool(enabled))
 
 
 def _blend(original: np.ndarray, restored: np.ndarray, visibility: float) -> np.ndarray:

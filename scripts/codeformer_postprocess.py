@@ -51,6 +51,7 @@ def _settings() -> dict:
     values["weights_path"] = _opt("codeformer_weights_path", "")
     values["unload"] = bool(_opt("codeformer_unload", False) or _opt("face_restoration_unload", False))
     values["max_pixels"] = _opt("codeformer_max_pixels", codeformer_options.DEFAULT_MAX_PIXELS)
+    values["fast_conv"] = bool(_opt("codeformer_fast_conv", True))
     return values
 
 
@@ -279,6 +280,12 @@ def on_ui_settings() -> None:
         {"choices": list(codeformer_webui.DEVICE_CHOICES)},
     )
     add("codeformer_unload", False, "Move the CodeFormer model to the CPU after use (frees VRAM, slower next time)")
+    add(
+        "codeformer_fast_conv",
+        True,
+        "Fast CPU convolutions (Winograd kernel, built with the system's C compiler on first use; "
+        "without a compiler PyTorch's are used)",
+    )
     add("codeformer_weights_path", "", "CodeFormer weights file (empty: models/Codeformer, else downloaded)")
     add(
         "codeformer_max_pixels",

@@ -223,7 +223,9 @@ def test_a_failing_build_is_reported_and_falls_back(tmp_path):
 
 
 def test_switched_off_by_environment(tmp_path):
-    result = run_python(CHECK, CODEFORMER_FAST_CONV="0", CODEFORMER_CACHE=str(tmp_path))
+    """CODEFORMER_FAST_CONV=0 wins over set_enabled(True) (which the WebUI setting and the CLI call)."""
+    code = CHECK.replace("x = torch.randn", "fastconv.set_enabled(True)\nx = torch.randn")
+    result = run_python(code, CODEFORMER_FAST_CONV="0", CODEFORMER_CACHE=str(tmp_path))
     assert "available False close True" in result.stdout
     assert not (tmp_path / "kernels").exists()  # not even built
 

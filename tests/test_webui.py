@@ -199,6 +199,7 @@ def test_settings_section_and_defaults(host):
         "codeformer_unload",
         "codeformer_weights_path",
         "codeformer_mask",
+        "codeformer_fast_conv",
     } <= keys
     assert all(labels[key].section == ("codeformer", "CodeFormer") for key in keys)
     assert labels["codeformer_fidelity"].default == 0.5
@@ -438,6 +439,29 @@ def test_extras_refuses_images_over_the_pixel_limit(a1111, astronaut):
     a1111.postprocessing_classes[0]().process(pp, enable=True)
     assert np.array_equal(np.asarray(pp.image), astronaut)
     assert "over the limit of 10000" in pp.info["CodeFormer"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_fast_convolutions_follow_their_setting(a1111, astronaut, monkeypatch, enabled):
+    from lib_codeformer import fastconv
+
+    if not fastconv.available():
+        pytest.skip("no C compiler here: the fast convolutions cannot be built")
+    original, calls = fastconv.conv3x3, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastconv, "conv3x3", counting)
+    a1111.shared.opts.data["codeformer_fast_conv"] = enabled
+    try:
+        pp = PostprocessedImage(Image.fromarray(astronaut))
+        a1111.postprocessing_classes[0]().process(pp, enable=True)
+        assert pp.info["CodeFormer restored"] == "1/1"
+        assert bool(calls) is enabled
+    finally:
+        fastconv.set_enabled(True)
 
 
 def test_sdnext_device_comes_from_devices_device(tmp_path, weights_file, monkeypatch):
