@@ -47,6 +47,11 @@ ENV_SWITCH = "CODEFORMER_FAST_CONV"
 # machine, also using it from 32 x 32 up was no faster over the whole network
 # (1.64-1.71 s either way) but kept 407 MiB of transformed weights instead of 87 MiB.
 MIN_PIXELS = 128 * 128
+# The kernel's vector width (floats) from which it is used: AVX-512 (16) and AVX2 (8)
+# builds were measured faster than PyTorch's convolutions over the whole network
+# (1.6 s and 2.2 s against 2.4 s, on an AVX-512 CPU whose PyTorch uses AVX-512);
+# the 4-float build (SSE, NEON) took 3.8 s there, so elsewhere PyTorch's are kept.
+MIN_VECTOR_FLOATS = 8
 # Winograd F(4x4, 3x3) filter transform G (6 x 3).
 _G = (
     (1 / 4, 0.0, 0.0),
@@ -74,6 +79,7 @@ class _Kernel:
         self.moments.argtypes = [pointer, integer, int64, integer, pointer, integer]
         self.moments.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
+        self.vector_floats = int(library.winograd_vector_floats())
 
 
 def set_enabled(enabled: bool) -> None:
@@ -108,11 +114,23 @@ def supports(x: Tensor, weight: Tensor, *, upsample: bool = False) -> bool:
     return kernel is not None and x.shape[1] % 16 == 0 and weight.shape[0] % kernel.out_channel_multiple == 0
 
 
-def transform_weight(weight: Tensor) -> Tensor:
-    """G g G^T for every filter, computed in float64: (36, in_channels, out_channels) float32."""
+def transform_weight(weight: Tensor, block: int | None = None) -> Tensor:
+    """G g G^T for every filter, computed in float64, laid out for the kernel.
+
+    Returns float32 (36, out_channels / block, in_channels, block): each
+    point's weights in blocks of ``block`` output channels (the kernel's
+    ``out_channel_multiple``, the default), contiguous as its micro-kernel
+    reads them.
+    """
+    if block is None:
+        kernel = _kernel()
+        assert kernel is not None, "transform_weight called without the kernel"
+        block = kernel.out_channel_multiple
+    out_channels, in_channels = weight.shape[:2]
     g = torch.tensor(_G, dtype=torch.float64)
     transformed = torch.einsum("ij,ocjk,lk->ilco", g, weight.detach().to("cpu", torch.float64), g)
-    return transformed.reshape(36, weight.shape[1], weight.shape[0]).to(torch.float32).contiguous()
+    blocked = transformed.reshape(36, in_channels, out_channels // block, block).permute(0, 2, 1, 3)
+    return blocked.to(torch.float32).contiguous()
 
 
 def conv3x3(
@@ -149,10 +167,12 @@ def _run(
     batch, in_channels, height, width = x.shape
     if upsample:
         height, width = 2 * height, 2 * width
-    out_channels = transformed.shape[2]
+    block = kernel.out_channel_multiple
+    out_channels = transformed.shape[1] * block if transformed.dim() == 4 else 0
     # The C code trusts its pointers: every size it will read is checked here.
-    if transformed.shape != (36, in_channels, out_channels) or transformed.dtype != torch.float32:
-        raise ValueError(f"transformed weights {tuple(transformed.shape)} do not fit an input of {in_channels} channels")
+    expected = (36, out_channels // block, in_channels, block)
+    if transformed.shape != expected or transformed.dtype != torch.float32 or not transformed.is_contiguous():
+        raise ValueError(f"transformed weights {tuple(transformed.shape)} are not laid out for this kernel: {expected}")
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias {tuple(bias.shape)} does not fit {out_channels} output channels")
     if residual is not None and (residual.shape != (batch, out_channels, height, width) or residual.dtype != torch.float32):
@@ -234,6 +254,9 @@ def _build_and_check() -> _Kernel | None:
     problem = _self_test(kernel)
     if problem:
         logger.warning("Fast (Winograd) convolutions disabled: %s. Using PyTorch's convolutions.", problem)
+        return None
+    if kernel.vector_floats < MIN_VECTOR_FLOATS:
+        logger.info("Fast (Winograd) convolutions not used: this CPU has no AVX2 or AVX-512, where they were measured faster.")
         return None
     return kernel
 
@@ -329,7 +352,7 @@ def _self_test(kernel: _Kernel) -> str:
         norm.bias.uniform_(-0.5, 0.5, generator=generator)
     try:
         with torch.inference_mode():
-            got = _run(kernel, x, transform_weight(weight), bias, residual, norm, True)
+            got = _run(kernel, x, transform_weight(weight, kernel.out_channel_multiple), bias, residual, norm, True)
             produced = F.interpolate(F.silu(norm(x.double())), scale_factor=2.0, mode="nearest")
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
     except MemoryError as error:

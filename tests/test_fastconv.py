@@ -256,14 +256,16 @@ def test_a_kernel_that_computes_wrong_results_is_not_used(tmp_path):
 @pytest.mark.parametrize(
     ("case", "arguments"),
     [
-        ("weights for other channels", {"transformed": torch.zeros(36, 16, 64)}),
+        ("weights for other channels", {"transformed": fastconv.transform_weight(torch.zeros(64, 16, 3, 3))}),
+        ("weights in another layout", {"transformed": torch.zeros(36, 32, 64)}),
         ("bias of the wrong size", {"bias": torch.zeros(32)}),
         ("residual of the wrong size", {"residual": torch.zeros(1, 64, 16, 16)}),
         ("norm over other channels", {"norm": nn.GroupNorm(8, 64)}),
     ],
 )
 def test_sizes_are_checked_before_the_kernel_reads_memory(case, arguments):
-    call = {"transformed": torch.zeros(36, 32, 64), "bias": None, "residual": None, "norm": None} | arguments
+    call = {"transformed": fastconv.transform_weight(torch.zeros(64, 32, 3, 3)), "bias": None, "residual": None, "norm": None}
+    call |= arguments
     x = torch.zeros(1, 32, 32, 32)
     with pytest.raises(ValueError), torch.inference_mode():
         fastconv.conv3x3(x, call["transformed"], call["bias"], call["residual"], norm=call["norm"])
@@ -288,6 +290,7 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     library = tmp_path / "winograd.so"
     subprocess.run(["gcc", "-O3", target, "-shared", "-fPIC", "-pthread", str(fastconv.SOURCE), "-o", str(library)], check=True)
     kernel = fastconv._Kernel(ctypes.CDLL(str(library)))
+    assert kernel.vector_floats == vector_floats
     assert kernel.out_channel_multiple == vector_floats * (2 if vector_floats == 8 else 4)
     assert fastconv._self_test(kernel) == ""
     generator = torch.Generator().manual_seed(9)
@@ -296,7 +299,8 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     bias = torch.randn(64, generator=generator)
     norm = random_norm(48, generator)
     with torch.inference_mode():
-        got = fastconv._run(kernel, x, fastconv.transform_weight(weight), bias, None, norm, False)
+        transformed = fastconv.transform_weight(weight, kernel.out_channel_multiple)
+        got = fastconv._run(kernel, x, transformed, bias, None, norm, False)
     assert_float32_close(got, reference(x, weight, bias, norm=norm))
 
 
@@ -309,3 +313,14 @@ def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
     assert "available True close True" in second.stdout, second.stderr
     assert "Rebuilding" in second.stderr
     assert library.stat().st_size > 1000
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"), reason="x86-64 builds need gcc")
+def test_a_build_without_avx2_is_not_used(tmp_path):
+    """Only the AVX2 and AVX-512 builds were measured faster than PyTorch; a 4-float build is left unused."""
+    compiler = tmp_path / "sse2-cc"
+    compiler.write_text('#!/bin/sh\nexec gcc "$@" -march=x86-64\n')  # the last -march wins
+    compiler.chmod(0o755)
+    result = run_python(CHECK, CC=str(compiler), CODEFORMER_CACHE=str(tmp_path))
+    assert "available False close True" in result.stdout, result.stderr
+    assert "no AVX2 or AVX-512" in result.stderr

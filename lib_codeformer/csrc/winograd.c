@@ -21,7 +21,10 @@
  * if the producers had run on their own.
  *
  * Layout of the pre-transformed weights U (computed in Python, in float64,
- * from the 3x3 kernel g as G g G^T): U[36][in_channels][out_channels].
+ * from the 3x3 kernel g as G g G^T): U[36][out_channels / CO_BLOCK][in_channels][CO_BLOCK],
+ * so that the micro-kernel reads each point's block of weights contiguously (read
+ * with a stride of out_channels, the rows of a 16-float AVX2 block fell into a few
+ * L1 cache sets and evicted each other: 14x slower).
  * Requirements checked by the caller: in_channels % 16 == 0 and
  * out_channels % CO_BLOCK == 0 (CO_BLOCK is exported by winograd_co_block).
  *
@@ -56,16 +59,15 @@
 #define POINTS (ALPHA * ALPHA) /* products per tile and channel pair */
 #define MAX_THREADS 256
 
-typedef float vec __attribute__((vector_size(VEC * sizeof(float)), aligned(4)));
-typedef int ivec __attribute__((vector_size(VEC * sizeof(int)), aligned(4)));
+typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
+typedef int ivec __attribute__((vector_size(VEC * sizeof(int))));
+/* The same vector in memory at any float's alignment: loads and stores go through it
+ * (a memcpy-based load compiled, for AVX2, into round trips through the stack). */
+typedef float unaligned_vec __attribute__((vector_size(VEC * sizeof(float)), aligned(4), may_alias));
 
-static inline vec load(const float *p) {
-    vec v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
+static inline vec load(const float *p) { return *(const unaligned_vec *)p; }
 
-static inline void store(float *p, vec v) { memcpy(p, &v, sizeof(v)); }
+static inline void store(float *p, vec v) { *(unaligned_vec *)p = v; }
 
 static inline vec splat(float s) { return (vec){0} + s; }
 
@@ -92,6 +94,8 @@ static inline vec vexp(vec x) {
 }
 
 int winograd_co_block(void) { return CO_BLOCK; }
+
+int winograd_vector_floats(void) { return VEC; }
 
 typedef struct {
     const float *input;
@@ -200,7 +204,7 @@ static void multiply(const job_t *job, const float *V, int co, float *M) {
     const int C = job->in_channels, K = job->out_channels, T = job->block_tiles;
     for (int p = 0; p < POINTS; p++) {
         const float *Vp = V + (int64_t)p * T * C;
-        const float *Up = job->weights + (int64_t)p * C * K + co;
+        const float *Up = job->weights + (int64_t)p * C * K + (int64_t)co * C;
         float *Mp = M + (int64_t)p * T * CO_BLOCK;
         for (int t0 = 0; t0 < T; t0 += ROWS) {
             vec acc[ROWS][NV];
@@ -210,7 +214,7 @@ static void multiply(const job_t *job, const float *V, int co, float *M) {
             for (int ci = 0; ci < C; ci++) {
                 vec u[NV];
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) u[v] = load(Up + (int64_t)ci * K + v * VEC);
+                for (int v = 0; v < NV; v++) u[v] = load(Up + (int64_t)ci * CO_BLOCK + v * VEC);
 #pragma GCC unroll 6
                 for (int r = 0; r < ROWS; r++) {
                     const float s = Vt[(int64_t)r * C + ci];
