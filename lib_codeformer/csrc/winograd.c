@@ -22,9 +22,7 @@
  *
  * Layout of the pre-transformed weights U (computed in Python, in float64,
  * from the 3x3 kernel g as G g G^T): U[36][out_channels / CO_BLOCK][in_channels][CO_BLOCK],
- * so that the micro-kernel reads each point's block of weights contiguously (read
- * with a stride of out_channels, the rows of a 16-float AVX2 block fell into a few
- * L1 cache sets and evicted each other: 14x slower).
+ * so that the micro-kernel reads each point's block of weights contiguously.
  * Requirements checked by the caller: in_channels % 16 == 0 and
  * out_channels % CO_BLOCK == 0 (CO_BLOCK is exported by winograd_co_block).
  *
