@@ -17,9 +17,13 @@ set (CPU, Linux) or of the CUDA allocator's peak during one batch-1 pass.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,7 +112,20 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> float | None
     return (read_kib("VmHWM:") - before) / 1024
 
 
+def use_kernel_built_with(flags: str) -> None:
+    """Build the Winograd kernel with other compiler flags and make it this process's kernel.
+
+    To time another CPU's code path here, e.g. the AVX2 build on an AVX-512 machine.
+    """
+    library = Path(tempfile.mkdtemp()) / "winograd.so"
+    command = ["cc", *shlex.split(flags), "-shared", "-fPIC", "-pthread", str(fastconv.SOURCE), "-o", str(library)]
+    subprocess.run(command, check=True)
+    fastconv._state["kernel"] = fastconv._Kernel(ctypes.CDLL(str(library)))
+
+
 def bench(args: argparse.Namespace) -> None:
+    if args.kernel_flags:
+        use_kernel_built_with(args.kernel_flags)
     device = torch.device(args.device)
     torch.manual_seed(0)
     state_dict = synthetic_state_dict(1234)
@@ -124,6 +141,8 @@ def bench(args: argparse.Namespace) -> None:
         modes += [(name, dtype, True) for name, dtype in low]
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    if device.type == "cpu" and fastconv.available():
+        print(f"Winograd kernel: {fastconv._kernel().vector_floats}-float vectors")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
     print("\n| mode | batch | ours ms/face | reference ms/face | ours/reference | meets golden tolerances |")
@@ -178,6 +197,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--low-precision", action="store_true", help="also time bf16 on the CPU")
+    parser.add_argument(
+        "--kernel-flags",
+        help='compiler flags for the Winograd kernel instead of -march=native, e.g. "-O3 -march=x86-64-v3" (the AVX2 build)',
+    )
     bench(parser.parse_args())
 
 
