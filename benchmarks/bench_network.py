@@ -118,8 +118,7 @@ def use_kernel_built_with(flags: str) -> None:
     To time another CPU's code path here, e.g. the AVX2 build on an AVX-512 machine.
     """
     library = Path(tempfile.mkdtemp()) / "winograd.so"
-    command = ["cc", *shlex.split(flags), "-shared", "-fPIC", "-pthread", str(fastconv.SOURCE), "-o", str(library)]
-    subprocess.run(command, check=True)
+    subprocess.run(fastconv.compile_command("cc", shlex.split(flags), library), check=True)
     fastconv._state["kernel"] = fastconv._Kernel(ctypes.CDLL(str(library)))
 
 

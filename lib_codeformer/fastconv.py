@@ -307,6 +307,11 @@ _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
 _COMMON_FLAGS = ["-shared", "-fPIC", "-pthread"]
 
 
+def compile_command(compiler: str, flags: list[str], output: Path) -> list[str]:
+    """The command that builds the kernel's shared library with these optimisation flags."""
+    return [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(output)]
+
+
 def _build() -> Path:
     from .download import default_cache_dir  # here: download imports weights, which imports the network
 
@@ -325,8 +330,7 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         built = Path(scratch) / target.name
         for flags in _FLAG_SETS:
-            command = [compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(built)]
-            result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            result = subprocess.run(compile_command(compiler, flags, built), capture_output=True, text=True, timeout=300)
             if result.returncode == 0:
                 digest = Path(scratch) / _digest_file(target).name
                 digest.write_text(_sha256(built))

@@ -97,3 +97,24 @@ def small_restorer(small_model):
     from lib_codeformer import FaceRestorer
 
     return FaceRestorer(small_model, detector="yunet", device="cpu")
+
+
+@pytest.fixture
+def fast_conv_calls(monkeypatch):
+    """Records each call of the Winograd kernel; the fast path is switched back on afterwards.
+
+    Skips where no C compiler can build the kernel (CI requires one).
+    """
+    from lib_codeformer import fastconv
+
+    if not fastconv.available():
+        pytest.skip("no C compiler here: the fast convolutions cannot be built")
+    original, calls = fastconv.conv3x3, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastconv, "conv3x3", counting)
+    yield calls
+    fastconv.set_enabled(True)

@@ -200,22 +200,8 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, small
 
 
 @pytest.mark.parametrize("flag", [[], ["--no-fast-conv"]])
-def test_no_fast_conv_runs_pytorch_convolutions_only(tmp_path, astronaut, small_weights_file, monkeypatch, flag):
-    from lib_codeformer import fastconv
-
-    if not fastconv.available():
-        pytest.skip("no C compiler here: the fast convolutions cannot be built")
-    original, calls = fastconv.conv3x3, []
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fastconv, "conv3x3", counting)
+def test_no_fast_conv_runs_pytorch_convolutions_only(tmp_path, astronaut, small_weights_file, fast_conv_calls, flag):
     Image.fromarray(astronaut).save(tmp_path / "face.png")
-    try:
-        status = run(str(tmp_path / "face.png"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file), *flag)
-    finally:
-        fastconv.set_enabled(True)
+    status = run(str(tmp_path / "face.png"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file), *flag)
     assert status == 0
-    assert bool(calls) is not flag
+    assert bool(fast_conv_calls) is not flag

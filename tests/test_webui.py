@@ -442,26 +442,12 @@ def test_extras_refuses_images_over_the_pixel_limit(a1111, astronaut):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_fast_convolutions_follow_their_setting(a1111, astronaut, monkeypatch, enabled):
-    from lib_codeformer import fastconv
-
-    if not fastconv.available():
-        pytest.skip("no C compiler here: the fast convolutions cannot be built")
-    original, calls = fastconv.conv3x3, []
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(fastconv, "conv3x3", counting)
+def test_fast_convolutions_follow_their_setting(a1111, astronaut, fast_conv_calls, enabled):
     a1111.shared.opts.data["codeformer_fast_conv"] = enabled
-    try:
-        pp = PostprocessedImage(Image.fromarray(astronaut))
-        a1111.postprocessing_classes[0]().process(pp, enable=True)
-        assert pp.info["CodeFormer restored"] == "1/1"
-        assert bool(calls) is enabled
-    finally:
-        fastconv.set_enabled(True)
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    a1111.postprocessing_classes[0]().process(pp, enable=True)
+    assert pp.info["CodeFormer restored"] == "1/1"
+    assert bool(fast_conv_calls) is enabled
 
 
 def test_sdnext_device_comes_from_devices_device(tmp_path, weights_file, monkeypatch):
