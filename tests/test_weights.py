@@ -83,12 +83,18 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, container):
     assert marker.read_text() == "pwned"
 
 
-def _corrupt_files(tmp_path: Path, small_weights) -> dict[str, tuple[Path, str]]:
+@pytest.fixture(scope="module")
+def corrupt_files(tmp_path_factory, small_weights) -> dict[str, tuple[Path, str]]:
+    """Each damaged file once per module (the good files they are cut from are 70 MB each), with the error it must give."""
+    tmp_path = tmp_path_factory.mktemp("corrupt")
     good = tmp_path / "good.pth"
     torch.save({"params_ema": small_weights}, good)
     data = good.read_bytes()
     safetensors = tmp_path / "good.safetensors"
     save_file(dict(small_weights), safetensors)
+    safetensors_head = safetensors.read_bytes()[:5000]
+    good.unlink()
+    safetensors.unlink()
 
     cases = {}
 
@@ -99,7 +105,7 @@ def _corrupt_files(tmp_path: Path, small_weights) -> dict[str, tuple[Path, str]]
 
     add("empty", b"", "is empty")
     add("truncated", data[: len(data) // 2], "truncated")
-    add("truncated_safetensors", safetensors.read_bytes()[:5000], "truncated or corrupt", ".safetensors")
+    add("truncated_safetensors", safetensors_head, "truncated or corrupt", ".safetensors")
     add(
         "random_bytes",
         torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy().tobytes(),
@@ -118,8 +124,8 @@ CORRUPT = ["empty", "truncated", "truncated_safetensors", "random_bytes", "json"
 
 
 @pytest.mark.parametrize("case", CORRUPT)
-def test_unusable_files_give_actionable_errors(tmp_path, small_weights, case):
-    path, expected = _corrupt_files(tmp_path, small_weights)[case]
+def test_unusable_files_give_actionable_errors(corrupt_files, case):
+    path, expected = corrupt_files[case]
     with pytest.raises(WeightsError, match=expected) as raised:
         load_codeformer(path)
     message = str(raised.value)
