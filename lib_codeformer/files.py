@@ -62,7 +62,7 @@ def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
                 pixels = _read_with_opencv(path)
             else:
                 upright = ImageOps.exif_transpose(opened)
-                pixels = _pillow_pixels(upright)
+                pixels = pillow_pixels(upright)
     except ImageFileError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as error:
@@ -82,7 +82,9 @@ def _read_with_opencv(path: Path) -> np.ndarray:
     return pixels
 
 
-def _pillow_pixels(image: Image.Image) -> np.ndarray:
+def pillow_pixels(image: Image.Image) -> np.ndarray:
+    """8-bit pixels as the pipeline takes them: gray, RGB and RGBA as they are, any other mode as RGB,
+    or RGBA where it has an alpha channel or a transparent colour."""
     if image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     return np.array(image)

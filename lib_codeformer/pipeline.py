@@ -27,14 +27,16 @@ from .detection import (
     DETECTION_MAX_SIDE,
     PARSENET,
     FaceParser,
+    MissingDependency,
     create_detector,
     detect_faces,
     model_file_path,
 )
 from .download import locate_weights
+from .files import pillow_pixels
 from .inference import PRECISIONS, restore_aligned
 from .options import DETECTORS, FACE_SELECTIONS, MASKS
-from .weights import WeightsSource, load_codeformer
+from .weights import WeightsError, WeightsSource, load_codeformer
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class _Pixels:
     """An input image as an array, and how to give it back in its own form."""
 
     array: np.ndarray  # H x W (gray) or H x W x C with C in (3, 4)
-    pil_mode: str | None  # the PIL mode to return, None for numpy input
+    from_pil: bool  # give back a PIL image (of the array's mode), else an array of the input's shape
 
     @property
     def max_value(self) -> float:
@@ -134,13 +136,9 @@ class _Pixels:
 
 def _to_pixels(image: np.ndarray | Image.Image) -> _Pixels:
     if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-            return _Pixels(np.asarray(image).astype(np.uint16), mode)
-        if mode not in ("RGB", "RGBA", "L"):
-            converted = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
-            return _Pixels(np.array(converted), converted.mode)
-        return _Pixels(np.array(image), mode)
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+            return _Pixels(np.asarray(image).astype(np.uint16), from_pil=True)
+        return _Pixels(pillow_pixels(image), from_pil=True)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a numpy array or a PIL image, got {type(image).__name__}")
     if image.dtype not in (np.uint8, np.uint16):
@@ -149,13 +147,13 @@ def _to_pixels(image: np.ndarray | Image.Image) -> _Pixels:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
         raise ValueError(f"expected H x W, H x W x 3 (RGB) or H x W x 4 (RGBA); got shape {image.shape}")
-    return _Pixels(image, None)
+    return _Pixels(image, from_pil=False)
 
 
 def _from_pixels(array: np.ndarray, pixels: _Pixels, original: np.ndarray | Image.Image) -> np.ndarray | Image.Image:
-    if pixels.pil_mode is None:
-        return array.reshape(original.shape) if isinstance(original, np.ndarray) else array
-    return Image.fromarray(array)  # uint16 2-D arrays become I;16
+    if pixels.from_pil:
+        return Image.fromarray(array)  # uint16 2-D arrays become I;16
+    return array.reshape(original.shape)  # an H x W x 1 input comes back H x W x 1
 
 
 def is_grayscale(array: np.ndarray, rows_per_chunk: int = 256) -> bool:
@@ -342,9 +340,9 @@ class FaceRestorer:
         try:
             return _network_out(restore_aligned(self.network, _network_in(crops), fidelity, precision=self.precision))
         except Exception as error:
-            if len(crops) == 1 or _is_setup_error(error):
-                if _is_setup_error(error):
-                    raise
+            if is_setup_error(error):
+                raise
+            if len(crops) == 1:
                 logger.exception("restoring a face failed")
                 faces[0].reason = f"restoration failed: {error}"
                 return [None]
@@ -403,11 +401,9 @@ def _face_from_landmarks(points: np.ndarray) -> FaceResult:
     return FaceResult((x0 - margin, y0 - margin, x1 + margin, y1 + margin), 1.0, points)
 
 
-def _is_setup_error(error: Exception) -> bool:
-    """Errors about the set-up (missing weights or packages): retrying face by face cannot help."""
-    from .detection import MissingDependency
-    from .weights import WeightsError
-
+def is_setup_error(error: Exception) -> bool:
+    """Errors about the set-up (missing weights or packages): retrying face by face cannot help,
+    and their message already says what to do."""
     return isinstance(error, (WeightsError, MissingDependency))
 
 

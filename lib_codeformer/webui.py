@@ -186,17 +186,16 @@ class ExtensionRuntime:
 
     def _report(self, error: Exception) -> str:
         """Log an error once per distinct message (not once per image) and return what the user sees."""
-        from .detection import MissingDependency
-        from .weights import WeightsError
+        from .pipeline import is_setup_error
 
-        if isinstance(error, (WeightsError, MissingDependency)):
+        setup = is_setup_error(error)  # its message says what to do; no traceback needed
+        if setup:
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}. The image was left unchanged; see the console for details."
         if message not in self._reported:
             self._reported.add(message)
-            expected = (WeightsError, MissingDependency, ValueError)
-            logger.error("CodeFormer: %s", message, exc_info=not isinstance(error, expected))
+            logger.error("CodeFormer: %s", message, exc_info=not (setup or isinstance(error, ValueError)))
         return message
 
 
