@@ -193,12 +193,8 @@ def normalise(values: dict[str, Any]) -> dict[str, Any]:
         if key not in BY_KEY or value is None:
             continue
         spec = BY_KEY[key]
-        if spec.kind == "number":
-            value = int(value)
-            if spec.nullable and value == 0:
-                value = None
-        elif spec.kind == "slider":
-            value = float(value)
+        if spec.kind in ("number", "slider"):
+            value = int(value) if spec.kind == "number" else float(value)
             if spec.nullable and value == 0:
                 value = None
         elif spec.kind == "checkbox":

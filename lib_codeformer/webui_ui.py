@@ -58,14 +58,20 @@ PANEL_KEYS = ("fidelity", "faces", "max_faces", "min_face_size", "blend", "mask"
 
 def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = "extras") -> dict[str, Any]:
     """The Extras step's controls: ``enable`` and every option, inside an accordion."""
-    rows = (("fidelity", "visibility"), ("detector", "confidence"), ("faces", "max_faces", "min_face_size"), EXTRAS_KEYS[7:])
-    return _accordion_of(gr, accordion, tab, rows)
+    return _accordion_of(gr, accordion, tab, _in_rows(EXTRAS_KEYS, (2, 2, 3, 3)))
 
 
 def panel_controls(gr, accordion: Callable[..., Any] | None, tab: str) -> dict[str, Any]:
     """The txt2img/img2img panel's controls: ``enable`` and the main options."""
-    rows = (("fidelity", "faces"), ("max_faces", "min_face_size"), ("blend", "mask", "color_correction"))
-    return _accordion_of(gr, accordion, tab, rows)
+    return _accordion_of(gr, accordion, tab, _in_rows(PANEL_KEYS, (2, 2, 3)))
+
+
+def _in_rows(keys: tuple[str, ...], lengths: tuple[int, ...]) -> list[tuple[str, ...]]:
+    """``keys`` in their order, cut into rows of these lengths: the controls' order is the host's args order."""
+    if sum(lengths) != len(keys):
+        raise ValueError(f"rows of {lengths} do not hold the {len(keys)} options {keys}")
+    starts = [sum(lengths[:row]) for row in range(len(lengths))]
+    return [keys[start : start + length] for start, length in zip(starts, lengths, strict=True)]
 
 
 def _accordion_of(gr, accordion, tab: str, rows) -> dict[str, Any]:
