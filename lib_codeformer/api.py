@@ -31,22 +31,30 @@ from . import options as option_specs
 DEFAULT_MAX_PIXELS = option_specs.DEFAULT_MAX_PIXELS
 
 
+def _default(key: str) -> Any:
+    return option_specs.BY_KEY[key].default
+
+
 class RestoreRequest(BaseModel):
-    """Every option of the Extras step; omitted fields take the defaults listed by GET /codeformer/v1/options."""
+    """Every option of the Extras step; omitted fields take the defaults listed by GET /codeformer/v1/options.
+
+    Defaults and choices come from ``options.OPTIONS``; the ranges are the
+    pipeline's (wider than the WebUI's sliders and number boxes).
+    """
 
     image: str = Field(..., description="the image, base64 (a data: URL prefix is accepted)")
-    fidelity: float = Field(0.5, ge=0.0, le=1.0)
-    visibility: float = Field(1.0, ge=0.0, le=1.0)
-    detector: Literal["retinaface_resnet50", "retinaface_mobile0.25", "yunet"] = "retinaface_resnet50"
-    confidence: Optional[float] = Field(None, gt=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
-    faces: Literal["all", "largest", "center"] = "all"
-    max_faces: Optional[int] = Field(None, ge=1, le=1000)  # noqa: UP045
-    min_face_size: int = Field(0, ge=0)
-    max_face_size: Optional[int] = Field(None, ge=1)  # noqa: UP045
-    blend: float = Field(1.0, ge=0.0, le=1.0)
-    mask: Literal["box", "parsing"] = "box"
-    color_correction: bool = False
-    keep_grayscale: bool = True
+    fidelity: float = Field(_default("fidelity"), ge=0.0, le=1.0)
+    visibility: float = Field(_default("visibility"), ge=0.0, le=1.0)
+    detector: Literal[option_specs.DETECTORS] = _default("detector")
+    confidence: Optional[float] = Field(_default("confidence"), gt=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
+    faces: Literal[option_specs.FACE_SELECTIONS] = _default("faces")
+    max_faces: Optional[int] = Field(_default("max_faces"), ge=1, le=1000)  # noqa: UP045
+    min_face_size: int = Field(_default("min_face_size"), ge=0)
+    max_face_size: Optional[int] = Field(_default("max_face_size"), ge=1)  # noqa: UP045
+    blend: float = Field(_default("blend"), ge=0.0, le=1.0)
+    mask: Literal[option_specs.MASKS] = _default("mask")
+    color_correction: bool = _default("color_correction")
+    keep_grayscale: bool = _default("keep_grayscale")
 
     # A misspelt option is an error, not silently ignored.
     if pydantic.VERSION.startswith("1."):
