@@ -31,10 +31,6 @@ from . import options as option_specs
 DEFAULT_MAX_PIXELS = option_specs.DEFAULT_MAX_PIXELS
 
 
-def _default(key: str) -> Any:
-    return option_specs.BY_KEY[key].default
-
-
 class RestoreRequest(BaseModel):
     """Every option of the Extras step; omitted fields take the defaults listed by GET /codeformer/v1/options.
 
@@ -43,18 +39,18 @@ class RestoreRequest(BaseModel):
     """
 
     image: str = Field(..., description="the image, base64 (a data: URL prefix is accepted)")
-    fidelity: float = Field(_default("fidelity"), ge=0.0, le=1.0)
-    visibility: float = Field(_default("visibility"), ge=0.0, le=1.0)
-    detector: Literal[option_specs.DETECTORS] = _default("detector")
-    confidence: Optional[float] = Field(_default("confidence"), gt=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
-    faces: Literal[option_specs.FACE_SELECTIONS] = _default("faces")
-    max_faces: Optional[int] = Field(_default("max_faces"), ge=1, le=1000)  # noqa: UP045
-    min_face_size: int = Field(_default("min_face_size"), ge=0)
-    max_face_size: Optional[int] = Field(_default("max_face_size"), ge=1)  # noqa: UP045
-    blend: float = Field(_default("blend"), ge=0.0, le=1.0)
-    mask: Literal[option_specs.MASKS] = _default("mask")
-    color_correction: bool = _default("color_correction")
-    keep_grayscale: bool = _default("keep_grayscale")
+    fidelity: float = Field(option_specs.default("fidelity"), ge=0.0, le=1.0)
+    visibility: float = Field(option_specs.default("visibility"), ge=0.0, le=1.0)
+    detector: Literal[option_specs.DETECTORS] = option_specs.default("detector")
+    confidence: Optional[float] = Field(option_specs.default("confidence"), gt=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
+    faces: Literal[option_specs.FACE_SELECTIONS] = option_specs.default("faces")
+    max_faces: Optional[int] = Field(option_specs.default("max_faces"), ge=1, le=1000)  # noqa: UP045
+    min_face_size: int = Field(option_specs.default("min_face_size"), ge=0)
+    max_face_size: Optional[int] = Field(option_specs.default("max_face_size"), ge=1)  # noqa: UP045
+    blend: float = Field(option_specs.default("blend"), ge=0.0, le=1.0)
+    mask: Literal[option_specs.MASKS] = option_specs.default("mask")
+    color_correction: bool = option_specs.default("color_correction")
+    keep_grayscale: bool = option_specs.default("keep_grayscale")
 
     # A misspelt option is an error, not silently ignored.
     if pydantic.VERSION.startswith("1."):

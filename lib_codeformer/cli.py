@@ -132,7 +132,7 @@ def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argp
 
 def _add_restore_parser(commands) -> None:
     from .inference import PRECISIONS
-    from .options import DEFAULT_MAX_PIXELS, DETECTORS, FACE_SELECTIONS, MASKS
+    from .options import DEFAULT_MAX_PIXELS, DETECTORS, FACE_SELECTIONS, MASKS, default
 
     restore = commands.add_parser(
         "restore",
@@ -142,20 +142,32 @@ def _add_restore_parser(commands) -> None:
     )
     restore.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders")
     restore.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the results")
-    restore.add_argument("--fidelity", "-w", type=float, default=0.5, help="0 = best quality, 1 = most faithful (default 0.5)")
-    restore.add_argument("--detector", choices=DETECTORS, default="retinaface_resnet50", help="face detector")
+    restore.add_argument(
+        "--fidelity",
+        "-w",
+        type=float,
+        default=default("fidelity"),
+        help="0 = best quality, 1 = most faithful (default %(default)s)",
+    )
+    restore.add_argument("--detector", choices=DETECTORS, default=default("detector"), help="face detector")
     restore.add_argument("--weights", metavar="PATH", help="CodeFormer weights (.pth or .safetensors); default: find or download")
     restore.add_argument("--recursive", "-r", action="store_true", help="also images in subfolders of folder inputs")
     restore.add_argument("--skip-existing", action="store_true", help="leave results that already exist (resume a run)")
     restore.add_argument("--overwrite", action="store_true", help="replace results that already exist")
     restore.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    restore.add_argument("--confidence", type=float, default=None, help="detection threshold 0..1 (default per detector)")
-    restore.add_argument("--min-face-size", type=int, default=0, metavar="PX", help="ignore smaller faces")
-    restore.add_argument("--max-face-size", type=int, default=None, metavar="PX", help="ignore larger faces")
-    restore.add_argument("--faces", choices=FACE_SELECTIONS, default="all", help="which faces to restore")
-    restore.add_argument("--max-faces", type=int, default=None, metavar="N", help="at most N faces, the largest")
-    restore.add_argument("--blend", type=float, default=1.0, help="restored face strength 0..1 (default 1)")
-    restore.add_argument("--mask", choices=MASKS, default="box", help="paste-back mask (parsing needs ParseNet weights)")
+    restore.add_argument(
+        "--confidence", type=float, default=default("confidence"), help="detection threshold 0..1 (default per detector)"
+    )
+    restore.add_argument("--min-face-size", type=int, default=default("min_face_size"), metavar="PX", help="ignore smaller faces")
+    restore.add_argument("--max-face-size", type=int, default=default("max_face_size"), metavar="PX", help="ignore larger faces")
+    restore.add_argument("--faces", choices=FACE_SELECTIONS, default=default("faces"), help="which faces to restore")
+    restore.add_argument("--max-faces", type=int, default=default("max_faces"), metavar="N", help="at most N faces, the largest")
+    restore.add_argument(
+        "--blend", type=float, default=default("blend"), help="restored face strength 0..1 (default %(default)s)"
+    )
+    restore.add_argument(
+        "--mask", choices=MASKS, default=default("mask"), help="paste-back mask (parsing needs ParseNet weights)"
+    )
     restore.add_argument("--color-correction", action="store_true", help="keep the original face's colours")
     restore.add_argument("--no-keep-grayscale", action="store_true", help="allow colour in grayscale photos")
     restore.add_argument("--aligned", action="store_true", help="inputs are aligned 512 x 512 faces")

@@ -182,6 +182,11 @@ def defaults() -> dict[str, Any]:
     return {spec.key: spec.default for spec in OPTIONS}
 
 
+def default(key: str) -> Any:
+    """One option's default (the pipeline, the API model and the command line take theirs from here)."""
+    return BY_KEY[key].default
+
+
 def normalise(values: dict[str, Any]) -> dict[str, Any]:
     """Fill in defaults for missing or None values, and map the UI's "0 = no limit" to None.
 

@@ -35,7 +35,7 @@ from .detection import (
 from .download import locate_weights
 from .files import pillow_pixels
 from .inference import PRECISIONS, restore_aligned
-from .options import DETECTORS, FACE_SELECTIONS, MASKS
+from .options import DETECTORS, FACE_SELECTIONS, MASKS, default
 from .weights import WeightsError, WeightsSource, load_codeformer
 
 logger = logging.getLogger(__name__)
@@ -46,19 +46,23 @@ OUTSIDE_FILL = (135, 133, 132)
 
 @dataclass(frozen=True)
 class RestoreOptions:
-    """Everything ``FaceRestorer.restore`` can be told; the defaults are what most photos want."""
+    """Everything ``FaceRestorer.restore`` can be told; the defaults are what most photos want.
 
-    fidelity: float = 0.5  # w: 0 = best quality (codebook), 1 = most faithful to the input
-    confidence: float | None = None  # detection threshold 0..1; None: the detector's default
-    min_face_size: int = 0  # ignore faces smaller than this (longer box side, pixels)
-    max_face_size: int | None = None  # ignore faces larger than this
-    faces: str = "all"  # which faces: all, largest, center (the one nearest the image centre)
-    max_faces: int | None = None  # at most this many, the largest first
-    blend: float = 1.0  # 1: the restored face; 0.5: half restored, half original
-    mask: str = "box"  # paste-back mask: box (soft feathered square) or parsing (face parts only)
+    The user-facing options' defaults are those of ``options.OPTIONS`` (shown in
+    every front end); ``feather``, ``aligned`` and ``detector`` are the pipeline's own.
+    """
+
+    fidelity: float = default("fidelity")  # w: 0 = best quality (codebook), 1 = most faithful to the input
+    confidence: float | None = default("confidence")  # detection threshold 0..1; None: the detector's default
+    min_face_size: int = default("min_face_size")  # ignore faces smaller than this (longer box side, pixels)
+    max_face_size: int | None = default("max_face_size")  # ignore faces larger than this
+    faces: str = default("faces")  # which faces: all, largest, center (the one nearest the image centre)
+    max_faces: int | None = default("max_faces")  # at most this many, the largest first
+    blend: float = default("blend")  # 1: the restored face; 0.5: half restored, half original
+    mask: str = default("mask")  # paste-back mask: box (soft feathered square) or parsing (face parts only)
     feather: float = 0.1  # width of the box mask's soft edge, as a fraction of the face
-    color_correction: bool = False  # give the restored face the original face's colour statistics
-    keep_grayscale: bool = True  # a grayscale photo (also R = G = B) comes back grayscale
+    color_correction: bool = default("color_correction")  # give the restored face the original face's colour statistics
+    keep_grayscale: bool = default("keep_grayscale")  # a grayscale photo (also R = G = B) comes back grayscale
     aligned: bool = False  # the input is already an aligned face: skip detection and paste-back
     detector: str | None = None  # override the restorer's detector for this call
 

@@ -67,7 +67,7 @@ class Outcome:
         if self.error is not None:
             return {"CodeFormer": f"not applied: {self.error}"}
         info: dict[str, Any] = {
-            INFOTEXT_KEYS["fidelity"]: round(float(self.values.get("fidelity", 0.5)), 3),
+            INFOTEXT_KEYS["fidelity"]: round(float(self.values.get("fidelity", option_specs.default("fidelity"))), 3),
             "CodeFormer restored": f"{self.faces_restored}/{self.faces_found}",
             "CodeFormer detector": self.detector,
         }
