@@ -52,6 +52,16 @@ def small_weights() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
+def small_weights_file(tmp_path_factory, small_weights) -> Path:
+    """The small weights as a .safetensors file (70 MB: written once per session)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
+    save_file(dict(small_weights), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def small_model(small_weights) -> CodeFormer:
     return load_codeformer(small_weights)
 

@@ -14,15 +14,6 @@ from PIL import Image, PngImagePlugin
 from lib_codeformer import cli
 
 
-@pytest.fixture(scope="module")
-def small_weights_file(tmp_path_factory, small_weights) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
-    from safetensors.torch import save_file
-
-    save_file(dict(small_weights), path)
-    return path
-
-
 @pytest.fixture
 def photos(tmp_path, astronaut) -> Path:
     """inputs/a.png (with a text chunk), inputs/sub/b.jpg, inputs/sub/deep/c.webp, inputs/broken.png."""

@@ -12,11 +12,7 @@ from lib_codeformer import webui as codeformer_webui
 
 
 @pytest.fixture
-def runtime(small_weights, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-
-    weights = tmp_path / "small.safetensors"
-    save_file(dict(small_weights), weights)
+def runtime(small_weights_file, monkeypatch):
     loads = []
     real_load = pipeline.load_codeformer
 
@@ -26,7 +22,7 @@ def runtime(small_weights, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "load_codeformer", counting_load)
     services = codeformer_webui.HostServices(
-        settings=lambda: {"weights_path": str(weights), "detector": "yunet"}, device=lambda: "cpu"
+        settings=lambda: {"weights_path": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
     )
     runtime = codeformer_webui.ExtensionRuntime(services)
     runtime.loads = loads

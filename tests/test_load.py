@@ -13,13 +13,9 @@ import bench_load
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads memory from /proc")
-def test_many_clients_every_request_answered_and_no_leak(tmp_path, small_weights):
-    from safetensors.torch import save_file
-
-    weights = tmp_path / "small.safetensors"
-    save_file(dict(small_weights), weights)
+def test_many_clients_every_request_answered_and_no_leak(small_weights_file):
     small, big = bench_load.test_payloads(large=2)
-    app = bench_load.make_app(weights)
+    app = bench_load.make_app(small_weights_file)
     with bench_load.serve(app) as url:
         bench_load.run_load(url, 2, 5, small, [])  # warm-up: models, detector, allocator
         first = bench_load.run_load(url, 8, 15, small, big)

@@ -29,35 +29,26 @@ EXTRAS_CONTROLS = (
 )
 
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, small_weights):
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
-    save_file(dict(small_weights), path)
-    return path
-
-
-def make_host(variant, tmp_path, weights_file, monkeypatch, **cmd):
+def make_host(variant, tmp_path, small_weights_file, monkeypatch, **cmd):
     monkeypatch.setattr(codeformer_webui, "_RUNTIME", None)
     host = FakeHost(variant, tmp_path / "models", cmd)
     host.install()
-    host.shared.opts.data.update({"codeformer_weights_path": str(weights_file), "codeformer_detector": "yunet"})
+    host.shared.opts.data.update({"codeformer_weights_path": str(small_weights_file), "codeformer_detector": "yunet"})
     host.script = host.load_script()
     host.run_ui_settings()
     return host
 
 
 @pytest.fixture(params=["a1111", "forge", "sdnext"])
-def host(request, tmp_path, weights_file, monkeypatch):
-    host = make_host(request.param, tmp_path, weights_file, monkeypatch)
+def host(request, tmp_path, small_weights_file, monkeypatch):
+    host = make_host(request.param, tmp_path, small_weights_file, monkeypatch)
     yield host
     host.uninstall()
 
 
 @pytest.fixture
-def a1111(tmp_path, weights_file, monkeypatch):
-    host = make_host("a1111", tmp_path, weights_file, monkeypatch)
+def a1111(tmp_path, small_weights_file, monkeypatch):
+    host = make_host("a1111", tmp_path, small_weights_file, monkeypatch)
     yield host
     host.uninstall()
 
@@ -74,8 +65,8 @@ def test_registers_only_its_own_script_classes(host):
 
 
 @pytest.mark.parametrize("variant", ["a1111", "forge"])
-def test_takes_over_the_builtin_codeformer(variant, tmp_path, weights_file, monkeypatch, astronaut):
-    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+def test_takes_over_the_builtin_codeformer(variant, tmp_path, small_weights_file, monkeypatch, astronaut):
+    host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
     restorers = host.shared.face_restorers
     assert len(restorers) == 1 and ours(host) == restorers and restorers[0].name() == "CodeFormer"
     assert host.modules["modules.codeformer_model"].codeformer is restorers[0]
@@ -208,15 +199,15 @@ def test_settings_section_and_defaults(host):
 @pytest.mark.parametrize(
     ("cmd", "expected"), [({"use_cpu": ["codeformer"]}, "cpu"), ({"use_cpu": ["all"]}, "cpu"), ({}, "cuda:0")]
 )
-def test_device_honours_use_cpu(cmd, expected, tmp_path, weights_file, monkeypatch):
-    host = make_host("a1111", tmp_path, weights_file, monkeypatch, **cmd)
+def test_device_honours_use_cpu(cmd, expected, tmp_path, small_weights_file, monkeypatch):
+    host = make_host("a1111", tmp_path, small_weights_file, monkeypatch, **cmd)
     host.modules["modules.devices"].device_codeformer = "cuda:0"
     assert host.script._host_device() == expected
     host.uninstall()
 
 
-def test_forge_always_cpu_and_memory_hand_off(tmp_path, weights_file, monkeypatch):
-    host = make_host("forge", tmp_path, weights_file, monkeypatch, always_cpu=True)
+def test_forge_always_cpu_and_memory_hand_off(tmp_path, small_weights_file, monkeypatch):
+    host = make_host("forge", tmp_path, small_weights_file, monkeypatch, always_cpu=True)
     host.modules["modules.devices"].device = "cuda:0"
     host.modules["modules.devices"].device_codeformer = None
     assert host.script._host_device() == "cpu"
@@ -362,8 +353,8 @@ def test_panel_restores_each_generated_image(host, astronaut):
 
 
 @pytest.mark.parametrize("variant", ["a1111", "forge"])
-def test_panel_and_restore_faces_restore_once(variant, tmp_path, weights_file, monkeypatch, astronaut):
-    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+def test_panel_and_restore_faces_restore_once(variant, tmp_path, small_weights_file, monkeypatch, astronaut):
+    host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
     both, params = generate(host, astronaut, True, 0.7, restore_faces=True)
     panel_only, _ = generate(host, astronaut, True, 0.7)
     np.testing.assert_array_equal(both, panel_only)
@@ -411,10 +402,10 @@ def test_panel_through_alwayson_scripts_args(host, astronaut):
     assert defaults["CodeFormer fidelity"] == 0.5
 
 
-def test_api_routes_demand_the_webui_api_credentials(tmp_path, weights_file, monkeypatch, astronaut):
+def test_api_routes_demand_the_webui_api_credentials(tmp_path, small_weights_file, monkeypatch, astronaut):
     from fastapi.testclient import TestClient
 
-    host = make_host("a1111", tmp_path, weights_file, monkeypatch, api_auth="alice:s3cret,bob:hunter2")
+    host = make_host("a1111", tmp_path, small_weights_file, monkeypatch, api_auth="alice:s3cret,bob:hunter2")
     client = TestClient(host.start_app())
     for route, call in (("/codeformer/v1/options", client.get), ("/codeformer/v1/restore", client.post)):
         assert call(route).status_code == 401
@@ -450,8 +441,8 @@ def test_fast_convolutions_follow_their_setting(a1111, astronaut, fast_conv_call
     assert bool(fast_conv_calls) is enabled
 
 
-def test_sdnext_device_comes_from_devices_device(tmp_path, weights_file, monkeypatch):
-    host = make_host("sdnext", tmp_path, weights_file, monkeypatch)
+def test_sdnext_device_comes_from_devices_device(tmp_path, small_weights_file, monkeypatch):
+    host = make_host("sdnext", tmp_path, small_weights_file, monkeypatch)
     host.modules["modules.devices"].device = "cuda:1"
     assert not hasattr(host.modules["modules.devices"], "device_codeformer")
     assert host.script._host_device() == "cuda:1"
@@ -483,9 +474,9 @@ def test_gpu_use_frees_memory_first_and_unloads_after():
 
 
 @pytest.mark.parametrize("variant", ["a1111", "forge"])
-def test_builtin_extras_step_gets_our_info(variant, tmp_path, weights_file, monkeypatch, astronaut):
+def test_builtin_extras_step_gets_our_info(variant, tmp_path, small_weights_file, monkeypatch, astronaut):
     """The built-in Extras CodeFormer (taken over) runs just before our step; our step reports what it did."""
-    host = make_host(variant, tmp_path, weights_file, monkeypatch)
+    host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
     ours_step = host.postprocessing_classes[0]()
     pp = PostprocessedImage(Image.fromarray(astronaut))
     ours_step.process_firstpass(pp)
