@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
-from lib_codeformer.detection import YuNetDetector, detect_faces  # noqa: E402
+from lib_codeformer.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
 from lib_codeformer.synthetic import random_weights_like, synthetic_state_dict  # noqa: E402
 
 FIDELITY = 0.5
+YUNET_THRESHOLD = DEFAULT_CONFIDENCE["yunet"]
 
 
 def test_images() -> dict[str, np.ndarray]:
@@ -109,10 +110,6 @@ class Automatic1111Path:
         return result
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -126,7 +123,7 @@ def main() -> None:
         print("\n| image | ours s | AUTOMATIC1111 s | ours/A1111 | ours: detect / network / paste s | A1111: network / paste s |")
         print("|---|---|---|---|---|---|")
         for name, image in test_images().items():
-            detections = detect_faces(YuNetDetector(), image, 0.8)
+            detections = detect_faces(YuNetDetector(), image, YUNET_THRESHOLD)
             landmarks = [d.landmarks for d in detections]
             ours.restore(image, landmarks=landmarks)  # warm-up
             ours_runs, reference_runs = [], []
@@ -145,9 +142,9 @@ def main() -> None:
                 for key in reference_split:
                     reference_split[key].append(timings[key])
             assert result.restored_count == len(landmarks), "ours must restore the faces the reference restores"
-            ours_s, reference_s = median(ours_runs), median(reference_runs)
-            ours_parts = " / ".join(f"{median(v):.2f}" for v in ours_split.values())
-            reference_parts = " / ".join(f"{median(v):.2f}" for v in reference_split.values())
+            ours_s, reference_s = statistics.median(ours_runs), statistics.median(reference_runs)
+            ours_parts = " / ".join(f"{statistics.median(v):.2f}" for v in ours_split.values())
+            reference_parts = " / ".join(f"{statistics.median(v):.2f}" for v in reference_split.values())
             print(
                 f"| {name} ({len(landmarks)} found) | {ours_s:.2f} | {reference_s:.2f} | {ours_s / reference_s:.2f} "
                 f"| {ours_parts} | {reference_parts} |",
@@ -158,7 +155,7 @@ def main() -> None:
         reference.detect(image)
         retina = time.perf_counter() - started
         started = time.perf_counter()
-        detect_faces(YuNetDetector(), image, 0.8)
+        detect_faces(YuNetDetector(), image, YUNET_THRESHOLD)
         yunet = time.perf_counter() - started
         print(f"\ndetection on the 2048 image: RetinaFace-ResNet50 as AUTOMATIC1111 runs it {retina:.2f} s, YuNet {yunet:.2f} s")
 
