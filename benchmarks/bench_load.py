@@ -11,9 +11,7 @@ the process's peak memory and its resident memory before and after.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import io
 import socket
 import sys
 import threading
@@ -23,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from lib_codeformer.api import encode_png  # noqa: E402
 
 
 def resident_mib() -> float:
@@ -43,18 +42,12 @@ def peak_mib() -> float:
     return float("nan")
 
 
-def png_base64(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def test_payloads(large: int) -> tuple[list[dict], list[dict]]:
     generator = np.random.default_rng(0)
     small = [
-        {"image": png_base64(generator.integers(0, 256, (96, 128, 3), dtype=np.uint8)), "detector": "yunet"} for _ in range(8)
+        {"image": encode_png(generator.integers(0, 256, (96, 128, 3), dtype=np.uint8)), "detector": "yunet"} for _ in range(8)
     ]
-    big = [{"image": png_base64(np.full((2048, 2048, 3), 90 + i, np.uint8)), "detector": "yunet"} for i in range(large)]
+    big = [{"image": encode_png(np.full((2048, 2048, 3), 90 + i, np.uint8)), "detector": "yunet"} for i in range(large)]
     return small, big
 
 

@@ -32,13 +32,9 @@ def test_fast_convolutions_are_built_where_required():
     assert fastconv.available()
 
 
+@torch.no_grad()
 def reference(x, weight, bias, residual=None, norm=None, upsample=False):
     """The unfused steps in float64."""
-    with torch.no_grad():
-        return _reference(x, weight, bias, residual, norm, upsample)
-
-
-def _reference(x, weight, bias, residual, norm, upsample):
     x = x.double()
     if norm is not None:
         x = F.silu(norm.double()(x))

@@ -12,6 +12,7 @@ from fake_webui import FakeHost, PostprocessedImage, Processing
 from PIL import Image
 
 from lib_codeformer import webui as codeformer_webui
+from lib_codeformer.api import encode_png
 
 # The Extras step's controls, in the order the host passes them.
 EXTRAS_CONTROLS = (
@@ -224,12 +225,6 @@ def test_progress_and_interrupt(a1111, astronaut):
     assert np.array_equal(restorer.restore(astronaut), astronaut)
 
 
-def png_base64(array: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 @pytest.fixture
 def client(host):
     from fastapi.testclient import TestClient
@@ -241,7 +236,7 @@ def client(host):
 
 
 def test_api_restore(client, astronaut):
-    response = client.post("/codeformer/v1/restore", json={"image": png_base64(astronaut), "detector": "yunet", "fidelity": 0.7})
+    response = client.post("/codeformer/v1/restore", json={"image": encode_png(astronaut), "detector": "yunet", "fidelity": 0.7})
     assert response.status_code == 200, response.text
     body = response.json()
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
@@ -268,7 +263,7 @@ def test_api_options_schema(client):
     ],
 )
 def test_api_bad_requests_are_4xx_with_a_reason(client, astronaut, body, status, fragment):
-    request = {"image": png_base64(astronaut[:64, :64]), **body}
+    request = {"image": encode_png(astronaut[:64, :64]), **body}
     response = client.post("/codeformer/v1/restore", json=request)
     assert response.status_code == status
     assert fragment in response.text
@@ -276,7 +271,7 @@ def test_api_bad_requests_are_4xx_with_a_reason(client, astronaut, body, status,
 
 def test_api_missing_weights_is_503_with_the_reason(client, host, astronaut, tmp_path):
     host.shared.opts.data["codeformer_weights_path"] = str(tmp_path / "missing.pth")
-    response = client.post("/codeformer/v1/restore", json={"image": png_base64(astronaut), "detector": "yunet"})
+    response = client.post("/codeformer/v1/restore", json={"image": encode_png(astronaut), "detector": "yunet"})
     assert response.status_code == 503 and "does not exist" in response.json()["detail"]
 
 
@@ -412,7 +407,7 @@ def test_api_routes_demand_the_webui_api_credentials(tmp_path, small_weights_fil
         assert call(route, auth=("alice", "wrong")).status_code == 401
         assert call(route, auth=("mallory", "s3cret")).status_code == 401
     assert client.get("/codeformer/v1/options", auth=("bob", "hunter2")).status_code == 200
-    body = {"image": png_base64(astronaut[:64, :64]), "detector": "yunet"}
+    body = {"image": encode_png(astronaut[:64, :64]), "detector": "yunet"}
     assert client.post("/codeformer/v1/restore", json=body, auth=("alice", "s3cret")).status_code == 200
     host.uninstall()
 
