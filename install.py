@@ -2,7 +2,7 @@
 
 Only ``yuface`` (the built-in face detector) and, where absent,
 ``safetensors`` and ``facexlib``; never a new torch, numpy, OpenCV or gradio
-(see ``lib_codeformer/install_plan.py``). A fast no-op when all is present;
+(see ``lib_codeformer/frontends/webui/install_plan.py``). A fast no-op when all is present;
 honours ``--skip-install``.
 """
 
@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import launch
 
-from lib_codeformer import install_plan
+from lib_codeformer.frontends.webui import install_plan
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib_codeformer.api import encode_png  # noqa: E402
+from lib_codeformer.frontends.http_api import encode_png  # noqa: E402
 
 
 def resident_mib() -> float:
@@ -106,8 +106,8 @@ def make_app(weights_path: Path):
     """The extension's routes over a runtime with the given weights and the built-in detector."""
     from fastapi import FastAPI
 
-    from lib_codeformer import api
-    from lib_codeformer import webui as codeformer_webui
+    from lib_codeformer.frontends import http_api as api
+    from lib_codeformer.frontends.webui import runtime as codeformer_webui
 
     settings = {"detector": "yunet", "weights_path": str(weights_path)}
     runtime = codeformer_webui.ExtensionRuntime(codeformer_webui.HostServices(settings=lambda: settings, device=lambda: "cpu"))
@@ -119,7 +119,7 @@ def make_app(weights_path: Path):
 def write_weights(folder: Path) -> Path:
     from safetensors.torch import save_file
 
-    from lib_codeformer.synthetic import synthetic_state_dict
+    from lib_codeformer.network.synthetic import synthetic_state_dict
 
     path = folder / "synthetic.safetensors"
     save_file(dict(synthetic_state_dict(1234)), str(path))

@@ -34,8 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib_codeformer import fastconv, load_codeformer  # noqa: E402
-from lib_codeformer.synthetic import synthetic_state_dict  # noqa: E402
+from lib_codeformer import accelerate, load_codeformer  # noqa: E402
+from lib_codeformer.acceleration import winograd  # noqa: E402
+from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
 FACE = ROOT / "tests" / "data" / "input_face.png"
@@ -118,8 +119,8 @@ def use_kernel_built_with(flags: str) -> None:
     To time another CPU's code path here, e.g. the AVX2 build on an AVX-512 machine.
     """
     library = Path(tempfile.mkdtemp()) / "winograd.so"
-    subprocess.run(fastconv.compile_command("cc", shlex.split(flags), library), check=True)
-    fastconv._state["kernel"] = fastconv._Kernel(ctypes.CDLL(str(library)))
+    subprocess.run(winograd.compile_command(winograd.compiler_command(), shlex.split(flags), library), check=True)
+    winograd._loaded["kernel"] = winograd.Kernel(ctypes.CDLL(str(library)))
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -128,26 +129,26 @@ def bench(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     state_dict = synthetic_state_dict(1234)
-    ours = load_codeformer(state_dict, device=device)
+    ours = accelerate(load_codeformer(state_dict, device=device))
     reference = load_reference(state_dict, device)
     # (name, dtype, fast convolutions on): on the CPU, fp32 runs twice, with the Winograd
     # kernels (the default wherever they build) and with PyTorch's convolutions.
     modes = [("fp32", torch.float32, True)]
-    if device.type == "cpu" and fastconv.available():
+    if device.type == "cpu" and winograd.available():
         modes = [("fp32 Winograd", torch.float32, True), ("fp32 PyTorch conv", torch.float32, False)]
     if args.low_precision or device.type == "cuda":
         low = [("bf16", torch.bfloat16)] if device.type == "cpu" else [("fp16", torch.float16), ("bf16", torch.bfloat16)]
         modes += [(name, dtype, True) for name, dtype in low]
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    if device.type == "cpu" and fastconv.available():
-        print(f"Winograd kernel: {fastconv._kernel().vector_floats}-float vectors")
+    if device.type == "cpu" and winograd.available():
+        print(f"Winograd kernel: {winograd.kernel().vector_floats}-float vectors")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
     print("\n| mode | batch | ours ms/face | reference ms/face | ours/reference | meets golden tolerances |")
     print("|---|---|---|---|---|---|")
     for name, dtype, fast in modes:
-        fastconv.set_enabled(fast)
+        accelerate(ours, winograd_kernel=fast)
         accuracy = meets_golden(ours, device, dtype)
         for batch in args.batch_sizes:
             x = golden_input().repeat(batch, 1, 1, 1).to(device)
@@ -181,7 +182,7 @@ def bench(args: argparse.Namespace) -> None:
     x = golden_input().to(device)
     with torch.inference_mode():
         for name, _, fast in modes[: 2 if device.type == "cpu" else 1]:
-            fastconv.set_enabled(fast)
+            accelerate(ours, winograd_kernel=fast)
             peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)
             if peak is not None:
                 print(f"\npeak memory per face (batch 1, {name}): ours {peak:.0f} MiB", end="")

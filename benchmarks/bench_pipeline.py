@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
-from lib_codeformer.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
-from lib_codeformer.synthetic import random_weights_like, synthetic_state_dict  # noqa: E402
+from lib_codeformer.faces.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
+from lib_codeformer.network.synthetic import random_weights_like, synthetic_state_dict  # noqa: E402
 
 FIDELITY = 0.5
 YUNET_THRESHOLD = DEFAULT_CONFIDENCE["yunet"]

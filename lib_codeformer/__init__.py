@@ -3,6 +3,15 @@
 Imports no WebUI module, so it works standalone and in every host. Names are
 imported on first use, so that ``import lib_codeformer`` (done by the WebUI
 at start-up) costs nothing and does not import torch.
+
+Layout (imports go downwards only; ``tests/test_layering.py`` keeps it so):
+
+- ``errors``, ``options``, ``compat``, ``storage/``: shared leaves;
+- ``network/``: the pure network, its weights, running it on aligned faces;
+- ``acceleration/``: making a loaded network fast on this processor;
+- ``faces/``: detection, geometry, parsing, compositing, on arrays;
+- ``restorer``: ``FaceRestorer``, wiring the above together;
+- ``frontends/``: command line, HTTP route, WebUI runtime and controls.
 """
 
 from __future__ import annotations
@@ -11,20 +20,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CodeFormer": "arch",
-    "CODEFORMER": "download",
-    "DownloadError": "download",
-    "ModelFile": "download",
-    "locate_weights": "download",
-    "restore_aligned": "inference",
-    "FaceRestorer": "pipeline",
-    "FaceResult": "pipeline",
-    "RestoreOptions": "pipeline",
-    "RestoreResult": "pipeline",
-    "WeightsError": "weights",
-    "convert_to_safetensors": "weights",
-    "load_codeformer": "weights",
-    "read_state_dict": "weights",
+    "CodeFormer": "network.arch",
+    "CODEFORMER": "storage.model_files",
+    "DownloadError": "errors",
+    "MissingDependency": "errors",
+    "ModelFile": "storage.model_files",
+    "locate_weights": "storage.model_files",
+    "restore_aligned": "network.inference",
+    "accelerate": "acceleration",
+    "FaceRestorer": "restorer",
+    "FaceResult": "faces.selection",
+    "RestoreOptions": "options",
+    "RestoreResult": "restorer",
+    "WeightsError": "errors",
+    "convert_to_safetensors": "network.weights",
+    "load_codeformer": "network.weights",
+    "read_state_dict": "network.weights",
 }
 
 __all__ = sorted(_EXPORTS)

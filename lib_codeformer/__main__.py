@@ -1,7 +1,7 @@
-"""``python -m lib_codeformer``: see ``lib_codeformer.cli``."""
+"""``python -m lib_codeformer``: see ``lib_codeformer.frontends.cli``."""
 
 import sys
 
-from .cli import main
+from .frontends.cli import main
 
 sys.exit(main())

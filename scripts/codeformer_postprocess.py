@@ -18,8 +18,8 @@ from modules import script_callbacks, scripts, scripts_postprocessing, shared
 from PIL import Image
 
 from lib_codeformer import options as codeformer_options
-from lib_codeformer import webui as codeformer_webui
-from lib_codeformer import webui_ui as codeformer_ui
+from lib_codeformer.frontends.webui import controls as codeformer_ui
+from lib_codeformer.frontends.webui import runtime as codeformer_webui
 
 try:  # gone from SD.Next since February 2026: there this extension is the only face restorer
     from modules import face_restoration
@@ -301,7 +301,7 @@ def on_app_started(demo, app) -> None:
         return
     from modules import call_queue
 
-    from lib_codeformer import api
+    from lib_codeformer.frontends import http_api as api
 
     # --api-auth protects the WebUI's own API; routes an extension adds get nothing unless it adds it.
     api.add_routes(app, runtime.restore, lock=call_queue.queue_lock, auth=api.parse_api_auth(_cmd("api_auth")))

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lib_codeformer import CodeFormer, load_codeformer
-from lib_codeformer.synthetic import parameter_shapes, synthetic_state_dict
+from lib_codeformer import CodeFormer, accelerate, load_codeformer
+from lib_codeformer.network.synthetic import parameter_shapes, synthetic_state_dict
 
 DATA = Path(__file__).parent / "data"
+
+# Downloads and the compiled kernel go to a cache folder of the test run's own, never the user's.
+_CACHE = tempfile.mkdtemp(prefix="codeformer-tests-")
+os.environ["CODEFORMER_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 # A network with the released structure but few channels and layers: for plumbing tests.
 SMALL_CONFIG = {"dim_embd": 64, "n_head": 4, "n_layers": 2, "codebook_size": 64, "base_channels": 32, "embed_dim": 32}
@@ -25,7 +34,14 @@ def reference_weights() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def reference_model(reference_weights) -> CodeFormer:
+    """The pure network with the reference weights."""
     return load_codeformer(reference_weights)
+
+
+@pytest.fixture(scope="session")
+def fast_reference_model(reference_model) -> torch.nn.Module:
+    """Its accelerated form (what FaceRestorer runs), sharing the same parameters."""
+    return accelerate(reference_model)
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +78,9 @@ def small_weights_file(tmp_path_factory, small_weights) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_model(small_weights) -> CodeFormer:
-    return load_codeformer(small_weights)
+def small_model(small_weights) -> torch.nn.Module:
+    """The small network, accelerated (as FaceRestorer runs it)."""
+    return accelerate(load_codeformer(small_weights))
 
 
 @pytest.fixture(scope="session")
@@ -109,22 +126,27 @@ def small_restorer(small_model):
     return FaceRestorer(small_model, detector="yunet", device="cpu")
 
 
+def require_winograd() -> None:
+    """Skip where no C compiler can build the kernel; fail instead where CI requires it."""
+    from lib_codeformer.acceleration import winograd
+
+    if not winograd.available():
+        if os.environ.get("CODEFORMER_REQUIRE_FAST_CONV"):
+            pytest.fail("the Winograd kernel is required here (CODEFORMER_REQUIRE_FAST_CONV is set) but is not available")
+        pytest.skip("no C compiler here: the fast convolutions cannot be built")
+
+
 @pytest.fixture
 def fast_conv_calls(monkeypatch):
-    """Records each call of the Winograd kernel; the fast path is switched back on afterwards.
+    """Records each call of the Winograd kernel."""
+    from lib_codeformer.acceleration import winograd
 
-    Skips where no C compiler can build the kernel (CI requires one).
-    """
-    from lib_codeformer import fastconv
-
-    if not fastconv.available():
-        pytest.skip("no C compiler here: the fast convolutions cannot be built")
-    original, calls = fastconv.conv3x3, []
+    require_winograd()
+    original, calls = winograd.conv3x3, []
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fastconv, "conv3x3", counting)
-    yield calls
-    fastconv.set_enabled(True)
+    monkeypatch.setattr(winograd, "conv3x3", counting)
+    return calls

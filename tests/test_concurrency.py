@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from lib_codeformer import pipeline
-from lib_codeformer import webui as codeformer_webui
+from lib_codeformer import restorer as pipeline
+from lib_codeformer.frontends.webui import runtime as codeformer_webui
 
 
 @pytest.fixture

@@ -1,0 +1,15 @@
+// Generated from lib_codeformer/options.py by `python -m lib_codeformer.options`: edit the help texts there.
+const codeformerExtHelp = {
+    "fidelity": "How much of the input face to keep. 0 rebuilds the face from CodeFormer's codebook (cleanest, may look less like the person); 1 keeps the most of the input (most faithful, keeps more of its defects).",
+    "visibility": "Blend the whole restored image with the input: 1 shows only the result.",
+    "detector": "retinaface_resnet50: what AUTOMATIC1111 uses (104 MB download). retinaface_mobile0.25: smaller, less accurate. yunet: built in, no download (used automatically when RetinaFace cannot be had).",
+    "confidence": "Faces the detector is less sure of are ignored. 0: the detector's default (0.97 RetinaFace, 0.8 YuNet). Lower it to catch small or turned faces, raise it if non-faces get restored.",
+    "faces": "all: every face found; largest: only the biggest; center: only the one nearest the image centre.",
+    "max_faces": "Restore at most this many faces, the largest first (0: no limit).",
+    "min_face_size": "Ignore faces whose box is smaller than this, in pixels (tiny background faces).",
+    "max_face_size": "Ignore faces whose box is larger than this, in pixels (0: no limit).",
+    "blend": "Per-face strength: 1 pastes the restored face, 0.5 mixes it half and half with the original face.",
+    "mask": "box: a soft-edged square around the face (fast, no download). parsing: only the face's parts, found by ParseNet (keeps hair and background untouched; 85 MB download).",
+    "color_correction": "Give the restored face the original face's colours (CodeFormer can shift skin tones).",
+    "keep_grayscale": "A black-and-white image (also one stored as RGB with equal channels) stays black and white."
+};

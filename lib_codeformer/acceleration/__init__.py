@@ -1,0 +1,94 @@
+"""Making a loaded network fast on the processor it runs on, without changing what it computes.
+
+``accelerate(model)`` returns the model with faster stand-ins (``layers``)
+for the pure network's layers. It shares every parameter with ``model``
+(same tensors, same names; nothing is copied, and ``model`` itself stays the
+pure network); results differ by float rounding only (the tests hold both
+forms to the official network's outputs). On the CPU the parameters are
+also stored channels-last, which PyTorch's convolutions run faster. GPUs
+keep cuDNN (which has its own Winograd kernels); the fused and in-place
+forms still save memory there.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..network.arch import ResnetBlock, SFTFusion, Upsample
+from . import winograd
+from .layers import FastConv3x3, FastResnetBlock, FastSFTFusion, FastUpsample
+
+
+def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
+    """The fast form of ``model``, sharing its parameters. Given a model it made, only sets the kernel switch.
+
+    ``winograd_kernel``: use the compiled Winograd kernel on the CPU where it
+    applies (the WebUI setting "Fast CPU convolutions", ``--no-fast-conv``);
+    ``CODEFORMER_FAST_CONV=0`` in the environment keeps it off regardless.
+    Modules that are not CodeFormer layers are kept as they are, so any
+    network may be passed; one without any such layer is returned itself.
+    """
+    use = bool(winograd_kernel) and winograd.enabled_by_environment()
+    if not is_accelerated(model) and any(_swappable(module) for module in model.modules()):
+        shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+        model = copy.deepcopy(model, memo=shared)
+        _swap_children(model, use)
+        model._codeformer_accelerated = True
+    for module in model.modules():
+        if isinstance(module, FastConv3x3):
+            module.use_winograd = use
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def is_accelerated(model: nn.Module) -> bool:
+    return bool(getattr(model, "_codeformer_accelerated", False))
+
+
+def uses_winograd(model: nn.Module) -> bool:
+    """Whether ``model`` would run its large CPU float32 convolutions on the Winograd kernel."""
+    return winograd.available() and any(isinstance(m, FastConv3x3) and m.use_winograd for m in model.modules())
+
+
+def _swap_children(parent: nn.Module, use: bool) -> None:
+    for name, child in parent.named_children():
+        fast = _fast_form(child, use)
+        if fast is not None:
+            parent.register_module(name, fast)
+        else:
+            _swap_children(child, use)
+
+
+def _swappable(module: nn.Module) -> bool:
+    return isinstance(module, (ResnetBlock, Upsample, SFTFusion)) or _is_plain_conv3x3(module)
+
+
+def _is_plain_conv3x3(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (3, 3)
+        and module.stride == (1, 1)
+        and module.padding == (1, 1)
+        and module.groups == 1
+        and module.dilation == (1, 1)
+    )
+
+
+def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
+    if isinstance(module, ResnetBlock):
+        return FastResnetBlock(module, use_winograd=use)
+    if isinstance(module, Upsample):
+        return FastUpsample(module, use_winograd=use)
+    if isinstance(module, SFTFusion):
+        return FastSFTFusion(module, use_winograd=use)
+    if _is_plain_conv3x3(module):
+        return FastConv3x3.adopt(module, use_winograd=use)
+    return None
+
+
+__all__ = ["accelerate", "is_accelerated", "uses_winograd", "winograd"]

@@ -1,0 +1,264 @@
+"""What the WebUI extension does, without touching any WebUI module.
+
+The glue script (``scripts/codeformer_postprocess.py``) reads the host's
+settings, devices and job state and hands them over as plain values and
+callables; everything here is testable without a WebUI.
+
+``ExtensionRuntime`` keeps one ``FaceRestorer`` per process (models load once,
+on first use) and turns every failure into a logged, user-visible message with
+the input image returned unchanged: face restoration must never break
+generation or lose an image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ... import options as option_specs
+
+logger = logging.getLogger("codeformer")
+
+SETTINGS_PREFIX = "codeformer_"
+# Options written into the infotext when they differ from the default (fidelity always is).
+INFOTEXT_OPTIONS = ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence")
+INFOTEXT_KEYS = {spec.key: f"CodeFormer {spec.key.replace('_', ' ')}" for spec in option_specs.OPTIONS}
+# Settings beyond the restore options.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class HostServices:
+    """What the host provides, as plain values and callables."""
+
+    settings: Callable[[], dict[str, Any]]  # current settings (option keys, weights_path, device, unload, max_pixels, fast_conv)
+    device: Callable[[], str]  # the device the host assigns to face restoration
+    model_dirs: Sequence[str] = ()  # where CodeFormer weights are looked for (models/Codeformer)
+    detector_model_dirs: Sequence[str] = ()  # RetinaFace / ParseNet weights (models/GFPGAN)
+    prepare_memory: Callable[[], None] = lambda: None  # free VRAM before moving a model to the GPU (Forge)
+    release_memory: Callable[[], None] = lambda: None  # after a model left the GPU
+
+
+@dataclass
+class Outcome:
+    """The result of one restoration as the WebUI reports it."""
+
+    image: np.ndarray
+    faces: list = field(default_factory=list)  # the pipeline's FaceResult for every face found
+    detector: str = ""
+    error: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def faces_found(self) -> int:
+        return len(self.faces)
+
+    @property
+    def faces_restored(self) -> int:
+        return sum(face.restored for face in self.faces)
+
+    def infotext(self) -> dict[str, Any]:
+        """Parameters for the image's infotext (txt2img/img2img) or the Extras info."""
+        if self.error is not None:
+            return {"CodeFormer": f"not applied: {self.error}"}
+        info: dict[str, Any] = {
+            INFOTEXT_KEYS["fidelity"]: round(float(self.values.get("fidelity", option_specs.default("fidelity"))), 3),
+            "CodeFormer restored": f"{self.faces_restored}/{self.faces_found}",
+            "CodeFormer detector": self.detector,
+        }
+        defaults = option_specs.defaults()
+        for key in INFOTEXT_OPTIONS:
+            value = self.values.get(key)
+            if key in self.values and value != defaults[key]:
+                info[INFOTEXT_KEYS[key]] = round(value, 3) if isinstance(value, float) else value
+        return info
+
+
+class ExtensionRuntime:
+    """One per WebUI process: the shared restorer and the error reporting."""
+
+    def __init__(self, services: HostServices) -> None:
+        self.services = services
+        self._lock = threading.RLock()
+        self._restorer = None
+        self._restorer_key: tuple | None = None
+        self._users: dict[int, int] = {}  # restorer id -> calls using it now
+        self._reported: set[str] = set()
+        self._last = threading.local()
+        # Host objects that must outlive a Reload UI (which imports the glue script again).
+        self.host_state: dict[str, Any] = {}
+
+    def begin_generation(self, panel_values: dict[str, Any] | None) -> None:
+        """The per-generation panel is on (its values) or off (None) for this thread's generation."""
+        self._last.panel = panel_values
+
+    def panel(self) -> dict[str, Any] | None:
+        return getattr(self._last, "panel", None)
+
+    def remember(self, outcome: Outcome) -> None:
+        """Keep the last outcome of this thread, for the infotext of the image being generated."""
+        self._last.outcome = outcome
+
+    def take_last(self) -> Outcome | None:
+        outcome = getattr(self._last, "outcome", None)
+        self._last.outcome = None
+        return outcome
+
+    def settings(self) -> dict[str, Any]:
+        values = dict(self.services.settings())
+        restore_values = option_specs.normalise({k: v for k, v in values.items() if k in option_specs.BY_KEY})
+        return {**values, **restore_values}
+
+    def restorer(self, settings: dict[str, Any] | None = None):
+        """The shared FaceRestorer, rebuilt only when the device or weights setting changes."""
+        from ...restorer import FaceRestorer
+
+        settings = self.settings() if settings is None else settings
+        device = self._device(settings)
+        weights = settings.get("weights_path") or None
+        key = (device, weights)
+        with self._lock:
+            if self._restorer is None or self._restorer_key != key:
+                self._restorer = FaceRestorer(
+                    weights,
+                    detector=option_specs.BY_KEY["detector"].default,
+                    device=device,
+                    model_dirs=list(self.services.model_dirs),
+                    detector_model_dirs=list(self.services.detector_model_dirs),
+                    fast_conv=bool(settings.get("fast_conv", True)),
+                )
+                self._restorer_key = key
+            return self._restorer
+
+    def _device(self, settings: dict[str, Any]) -> str:
+        device = settings.get("device") or "auto"
+        return str(self.services.device() if device == "auto" else device)
+
+    def restore(
+        self,
+        image: np.ndarray,
+        values: dict[str, Any] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Outcome:
+        """Restore an RGB(A) uint8 image; never raises: on error the image comes back unchanged.
+
+        Calls from several threads run at once: detection, alignment and
+        paste-back of one image overlap the others' (the restorer lets one
+        network batch run at a time, as each uses every core or the GPU).
+        """
+        settings = self.settings()
+        chosen = option_specs.normalise({**{k: settings[k] for k in option_specs.BY_KEY}, **(values or {})})
+        limit = int(settings.get("max_pixels") or option_specs.DEFAULT_MAX_PIXELS)
+        height, width = image.shape[:2]
+        if height * width > limit:
+            message = f"the image is {width} x {height} pixels, over the limit of {limit} (setting 'codeformer_max_pixels')"
+            return Outcome(image, error=message, values=chosen)
+        try:
+            restorer = self._begin_use(settings)
+            try:
+                result = restorer.restore(
+                    image,
+                    progress=progress,
+                    should_stop=should_stop,
+                    **option_specs.restore_kwargs(chosen),
+                )
+            finally:
+                self._end_use(restorer, settings)
+        except Exception as error:
+            message = self._report(error)
+            return Outcome(image, error=message, values=chosen)
+        restored = result.image
+        if chosen["visibility"] < 1.0 and result.changed:
+            from ...faces.compositing import blend_regions
+
+            blend_regions(image, restored, chosen["visibility"], result.changed)
+        return Outcome(restored, result.faces, result.detector, values=chosen)
+
+    def _begin_use(self, settings: dict[str, Any]):
+        """The restorer, on its device (VRAM freed first where the host asks for it), counted as in use."""
+        with self._lock:
+            restorer = self.restorer(settings)
+            restorer.fast_conv = bool(settings.get("fast_conv", True))
+            target = self._restorer_key[0]
+            if self._users.get(id(restorer), 0) == 0 and not target.startswith("cpu"):
+                self.services.prepare_memory()  # Forge frees VRAM for the models about to move there
+                restorer.to(target)
+            self._users[id(restorer)] = self._users.get(id(restorer), 0) + 1
+            return restorer
+
+    def _end_use(self, restorer, settings: dict[str, Any]) -> None:
+        """When the last user is done: move every model off the GPU if the settings ask for it."""
+        with self._lock:
+            self._users[id(restorer)] -= 1
+            if self._users[id(restorer)]:
+                return
+            del self._users[id(restorer)]
+            if settings.get("unload") and restorer.device.type != "cpu":
+                restorer.to("cpu")
+                self.services.release_memory()
+
+    def _report(self, error: Exception) -> str:
+        """Log an error once per distinct message (not once per image) and return what the user sees."""
+        from ...restorer import is_setup_error
+
+        setup = is_setup_error(error)  # its message says what to do; no traceback needed
+        if setup:
+            message = str(error)
+        else:
+            message = f"{type(error).__name__}: {error}. The image was left unchanged; see the console for details."
+        if message not in self._reported:
+            self._reported.add(message)
+            logger.error("CodeFormer: %s", message, exc_info=not (setup or isinstance(error, ValueError)))
+        return message
+
+
+_RUNTIME: ExtensionRuntime | None = None
+
+
+def shared_runtime(services: HostServices) -> ExtensionRuntime:
+    """The process's runtime; a Reload UI hands over fresh services but keeps the loaded models."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = ExtensionRuntime(services)
+    else:
+        _RUNTIME.services = services
+    return _RUNTIME
+
+
+def panel_values(args: Sequence[Any]) -> dict[str, Any]:
+    """The panel's positional script args (UI order, possibly shorter from the API) as named values."""
+    from .controls import PANEL_KEYS
+
+    names = ("enable", *PANEL_KEYS)
+    return {name: value for name, value in zip(names, args, strict=False) if value is not None}  # API args may be fewer
+
+
+def infotext_fields(controls: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(component, infotext key or function) pairs so that PNG Info / "send to" restores the panel.
+
+    The panel counts as used when the parameters hold CodeFormer's but no
+    "Face restoration" (which Restore faces writes); absent options reset to
+    their defaults.
+    """
+    fields: list[tuple[Any, Any]] = [
+        (controls["enable"], lambda params: INFOTEXT_KEYS["fidelity"] in params and "Face restoration" not in params)
+    ]
+    for key, component in controls.items():
+        if key == "enable":
+            continue
+        default = option_specs.BY_KEY[key].default
+        fallback = 0 if default is None else default
+        fields.append((component, lambda params, key=key, fallback=fallback: params.get(INFOTEXT_KEYS[key], fallback)))
+    return fields
+
+
+def settings_keys() -> dict[str, str]:
+    """Option key -> WebUI setting name."""
+    return {spec.key: SETTINGS_PREFIX + spec.key for spec in option_specs.OPTIONS}

@@ -1,0 +1,430 @@
+"""The whole job without any WebUI: find faces, restore them in batches, paste them back.
+
+``FaceRestorer`` wires the pieces together: the network (``network``, made
+fast by ``acceleration``), detection, selection and compositing
+(``faces``), model files (``storage``). It loads its models once, lazily,
+and reuses them. ``restore`` never loses the image: an image without faces
+comes back bit for bit, a face whose restoration fails stays as it was and is
+reported, and every pixel that no face covers keeps its exact value (16-bit
+and alpha included).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .acceleration import accelerate
+from .errors import SetupError
+from .faces import compositing, geometry
+from .faces.detection import DEFAULT_CONFIDENCE, DETECTION_MAX_SIDE, create_detector, detect_faces, model_file_path
+from .faces.parsing import PARSENET, FaceParser
+from .faces.pixels import Pixels, is_grayscale, to_pixels
+from .faces.selection import FaceResult, choose_faces, face_from_landmarks
+from .network.inference import PRECISIONS, restore_aligned
+from .network.weights import WeightsSource, load_codeformer
+from .options import DETECTORS, RestoreOptions
+from .storage.model_files import locate_weights
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+@dataclass
+class RestoreResult:
+    image: np.ndarray | Image.Image  # same size and dtype as the input; same mode where it can hold the result
+    faces: list[FaceResult] = field(default_factory=list)
+    detector: str = ""
+    # Seconds spent in each stage: detect, network (CodeFormer), paste (masks, warps, compositing).
+    timings: dict[str, float] = field(default_factory=dict)
+    # The pixel boxes (x0, y0, x1, y1) that paste-back wrote; everything outside them is the input's.
+    changed: list[geometry.Box] = field(default_factory=list)
+
+    @property
+    def restored_count(self) -> int:
+        return sum(face.restored for face in self.faces)
+
+
+@dataclass
+class _Canvas:
+    """One image being restored: its pixels, the copy the faces are pasted into, whether it stays gray."""
+
+    pixels: Pixels
+    output: np.ndarray
+    gray: bool
+    changed: list[geometry.Box] = field(default_factory=list)
+
+
+def is_setup_error(error: Exception) -> bool:
+    """Errors about the set-up (missing weights or packages): retrying face by face cannot help,
+    and their message already says what to do."""
+    return isinstance(error, SetupError)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Faces per network call: a few on the CPU (batching saves little there), by free memory on a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(1, min(16, free // (1200 * 2**20))))
+    return 2 if device.type == "cpu" else 4
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def checked_device(device: torch.device | str | None) -> torch.device:
+    """The device to run on; ValueError naming what is wrong with one that cannot be used here."""
+    if device is None:
+        return default_device()
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {error}") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available here (no NVIDIA GPU, or a CPU-only torch)")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: Apple's MPS is not available here")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return chosen
+
+
+class FaceRestorer:
+    """Find, restore and paste back faces with CodeFormer.
+
+    ``weights``: anything ``load_codeformer`` takes, an already loaded
+    network (shared, not copied), or None to locate (and if needed
+    download) the official file, looking in ``model_dirs`` (the
+    WebUI's ``models/Codeformer``) first. Detector and parser weights are
+    looked for in ``detector_model_dirs`` (the WebUI's ``models/GFPGAN``).
+    ``fast_conv``: the compiled Winograd kernel on the CPU (see
+    ``lib_codeformer.acceleration``); it can be changed later.
+    """
+
+    def __init__(
+        self,
+        weights: WeightsSource | torch.nn.Module | None = None,
+        *,
+        detector: str = "retinaface_resnet50",
+        device: torch.device | str | None = None,
+        model_dirs: Sequence[str | os.PathLike] = (),
+        detector_model_dirs: Sequence[str | os.PathLike] = (),
+        batch_size: int | None = None,
+        precision: str = "fp32",
+        download: bool = True,
+        detection_max_side: int = DETECTION_MAX_SIDE,
+        fast_conv: bool = True,
+    ) -> None:
+        problems = []
+        if detector not in DETECTORS:
+            problems.append(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+        if precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            problems.append(f"batch_size must be a whole number >= 1; got {batch_size!r}")
+        if isinstance(detection_max_side, bool) or not isinstance(detection_max_side, int) or detection_max_side < 32:
+            problems.append(f"detection_max_side must be a whole number >= 32; got {detection_max_side!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.weights = weights
+        self.detector_name = detector
+        self.device = checked_device(device)
+        self.model_dirs = list(model_dirs)
+        self.detector_model_dirs = list(detector_model_dirs)
+        self.batch_size = batch_size if batch_size is not None else default_batch_size(self.device)
+        self.precision = precision
+        self.download = download
+        self.detection_max_side = detection_max_side
+        self._fast_conv = bool(fast_conv)
+        self._lock = threading.RLock()
+        # One network batch at a time: each uses every core (or the GPU); detection and paste-back run alongside.
+        self._network_lock = threading.Lock()
+        self._network: torch.nn.Module | None = None
+        self._detectors: dict[str, Any] = {}
+        self._parser: FaceParser | None = None
+        self._box_masks: dict[float, np.ndarray] = {}
+
+    # Models, each loaded once on first use.
+
+    @property
+    def network(self) -> torch.nn.Module:
+        with self._lock:
+            if self._network is None:
+                source = self.weights
+                if isinstance(source, torch.nn.Module):  # an already loaded network, shared
+                    network = source
+                else:
+                    if source is None:
+                        source = locate_weights(model_dirs=self.model_dirs, download=self.download)
+                    network = load_codeformer(source, device=self.device)
+                self._network = accelerate(network, winograd_kernel=self._fast_conv)
+            return self._network
+
+    @property
+    def fast_conv(self) -> bool:
+        return self._fast_conv
+
+    @fast_conv.setter
+    def fast_conv(self, enabled: bool) -> None:
+        with self._lock:
+            self._fast_conv = bool(enabled)
+            if self._network is not None:
+                accelerate(self._network, winograd_kernel=self._fast_conv)
+
+    def detector(self, name: str | None = None):
+        name = name or self.detector_name
+        with self._lock:
+            if name not in self._detectors:
+                self._detectors[name] = create_detector(
+                    name, device=self.device, model_dirs=self.detector_model_dirs, download=self.download
+                )
+            return self._detectors[name]
+
+    @property
+    def parser(self) -> FaceParser:
+        with self._lock:
+            if self._parser is None:
+                self._parser = FaceParser(model_file_path(PARSENET, self.detector_model_dirs, self.download), self.device)
+            return self._parser
+
+    def to(self, device: torch.device | str) -> FaceRestorer:
+        """Move every loaded model (network, detectors, parser) to ``device``; later loads go there too."""
+        with self._lock:
+            self.device = torch.device(device)
+            if self._network is not None:
+                self._network.to(self.device)
+            for detector in self._detectors.values():
+                if hasattr(detector, "to"):
+                    detector.to(self.device)
+            if self._parser is not None:
+                self._parser.to(self.device)
+        return self
+
+    def unload(self) -> None:
+        """Drop the loaded models (they are loaded again when next needed)."""
+        with self._lock:
+            self._network, self._parser = None, None
+            self._detectors.clear()
+
+    # The job.
+
+    def restore(
+        self,
+        image: np.ndarray | Image.Image,
+        *,
+        landmarks: Sequence[np.ndarray] | None = None,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+        **options: Any,
+    ) -> RestoreResult:
+        """Restore the faces of ``image``; see ``RestoreOptions`` for the keyword options.
+
+        ``landmarks``: the faces' 5 landmarks, (5, 2) each, when they are
+        already known (detection is then skipped). ``progress(done, total)``
+        is called after each batch of faces; ``should_stop()`` is asked
+        between batches (faces not yet restored stay as they were).
+        """
+        given = None if landmarks is None else [landmarks]
+        return self.restore_many([image], landmarks=given, progress=progress, should_stop=should_stop, **options)[0]
+
+    def restore_many(
+        self,
+        images: Sequence[np.ndarray | Image.Image],
+        *,
+        landmarks: Sequence[Sequence[np.ndarray] | None] | None = None,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+        **options: Any,
+    ) -> list[RestoreResult]:
+        """Restore several images at once: their faces share the network's batches (video frames, for one).
+
+        ``landmarks``: per image, its faces' landmarks or None to detect them.
+        Each result's ``timings`` are those of the whole call.
+        """
+        settings = RestoreOptions.checked(**options)
+        if landmarks is not None and len(landmarks) != len(images):
+            raise ValueError(f"landmarks are given for {len(landmarks)} images, but there are {len(images)}")
+        canvases = [self._canvas(image, settings) for image in images]
+        timings = {"detect": 0.0, "network": 0.0, "paste": 0.0}
+        if settings.aligned:
+            faces = [self._restore_aligned_image(canvas, settings) for canvas in canvases]
+            return [
+                RestoreResult(canvas.pixels.give_back(canvas.output), found, "none (aligned input)", timings, canvas.changed)
+                for canvas, found in zip(canvases, faces, strict=True)
+            ]
+        started = time.perf_counter()
+        found_faces, detector_names, work = [], [], []
+        for index, canvas in enumerate(canvases):
+            given = None if landmarks is None else landmarks[index]
+            faces, name = self._find_faces(canvas.pixels, given, settings)
+            found_faces.append(faces)
+            detector_names.append(name)
+            chosen = choose_faces(
+                faces,
+                canvas.pixels.array.shape[:2],
+                faces_wanted=settings.faces,
+                max_faces=settings.max_faces,
+                min_face_size=settings.min_face_size,
+                max_face_size=settings.max_face_size,
+            )
+            work += [(canvas, faces[i]) for i in chosen]
+        timings["detect"] = time.perf_counter() - started
+        self._restore_into(work, settings, progress, should_stop, timings)
+        return [
+            RestoreResult(canvas.pixels.give_back(canvas.output), faces, name, timings, canvas.changed)
+            for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
+        ]
+
+    def _canvas(self, image: np.ndarray | Image.Image, settings: RestoreOptions) -> _Canvas:
+        pixels = to_pixels(image)
+        gray = settings.keep_grayscale and is_grayscale(pixels.array)
+        return _Canvas(pixels, pixels.array.copy(), gray)
+
+    def _find_faces(
+        self, pixels: Pixels, landmarks: Sequence[np.ndarray] | None, settings: RestoreOptions
+    ) -> tuple[list[FaceResult], str]:
+        if landmarks is not None:
+            return [face_from_landmarks(np.asarray(points, dtype=np.float64)) for points in landmarks], "given landmarks"
+        detector = self.detector(settings.detector)
+        if pixels.is_empty:
+            return [], detector.name
+        threshold = settings.confidence if settings.confidence is not None else DEFAULT_CONFIDENCE[detector.name]
+        detections = detect_faces(detector, pixels.array, threshold, self.detection_max_side)
+        return [FaceResult(d.box, d.score, d.landmarks) for d in detections], detector.name
+
+    def _restore_into(
+        self,
+        work: list[tuple[_Canvas, FaceResult]],
+        settings: RestoreOptions,
+        progress: Progress | None,
+        should_stop: ShouldStop | None,
+        timings: dict[str, float],
+    ) -> None:
+        """Restore each (canvas, face) pair in batches and paste it into its canvas."""
+        total = len(work)
+        for start in range(0, total, self.batch_size):
+            if should_stop is not None and should_stop():
+                for _, face in work[start:]:
+                    face.reason = "interrupted"
+                return
+            started = time.perf_counter()
+            batch = work[start : start + self.batch_size]
+            aligns = [geometry.alignment_matrix(face.landmarks) for _, face in batch]
+            crops = [compositing.crop_face(canvas.pixels, matrix) for (canvas, _), matrix in zip(batch, aligns, strict=True)]
+            network_started = time.perf_counter()
+            restored = self._run_network(crops, settings.fidelity, [face for _, face in batch])
+            network_ended = time.perf_counter()
+            masks = self._masks(restored, settings)
+            for (canvas, face), matrix, crop, result, mask in zip(batch, aligns, crops, restored, masks, strict=True):
+                if result is not None:
+                    self._paste_face(canvas, face, result, crop, mask, matrix, settings)
+            timings["network"] += network_ended - network_started
+            timings["paste"] += time.perf_counter() - started - (network_ended - network_started)
+            if progress is not None:
+                progress(min(start + self.batch_size, total), total)
+
+    @staticmethod
+    def _paste_face(
+        canvas: _Canvas,
+        face: FaceResult,
+        restored: np.ndarray,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        matrix: np.ndarray,
+        settings: RestoreOptions,
+    ) -> None:
+        try:
+            finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
+            box = compositing.paste(canvas.output, finished, mask * settings.blend, geometry.invert_affine(matrix), canvas.pixels)
+        except Exception as error:  # one face's failure never loses the image
+            logger.exception("pasting a restored face failed")
+            face.reason = f"paste-back failed: {error}"
+            return
+        if box is None:
+            face.reason = "outside the image"
+            return
+        face.restored = True
+        canvas.changed.append(box)
+
+    def _run_network(self, crops: list[np.ndarray], fidelity: float, faces: list[FaceResult]) -> list[np.ndarray | None]:
+        """Restore a batch; if the batch fails, each face alone, so one bad face costs only itself."""
+        try:
+            network = self.network
+            with self._network_lock:
+                restored = restore_aligned(network, _network_in(crops), fidelity, precision=self.precision)
+            return _network_out(restored)
+        except Exception as error:
+            if is_setup_error(error):
+                raise
+            if len(crops) == 1:
+                logger.exception("restoring a face failed")
+                faces[0].reason = f"restoration failed: {error}"
+                return [None]
+        results: list[np.ndarray | None] = []
+        for crop, face in zip(crops, faces, strict=True):
+            results += self._run_network([crop], fidelity, [face])
+        return results
+
+    def _masks(self, restored: list[np.ndarray | None], settings: RestoreOptions) -> list[np.ndarray]:
+        box = self._box_masks.get(settings.feather)
+        if box is None:
+            box = self._box_masks[settings.feather] = geometry.feathered_box_mask(geometry.FACE_SIZE, settings.feather)
+        present = [face for face in restored if face is not None]
+        if settings.mask == "box" or not present:
+            return [box] * len(restored)
+        parser = self.parser
+        with self._network_lock:
+            parsed = iter(parser.face_masks(_network_in(present)))
+        return [box if face is None else compositing.parsing_mask(next(parsed), box) for face in restored]
+
+    def _restore_aligned_image(self, canvas: _Canvas, settings: RestoreOptions) -> list[FaceResult]:
+        import cv2
+
+        pixels = canvas.pixels
+        height, width = pixels.array.shape[:2]
+        if pixels.is_empty:
+            return []
+        size = geometry.FACE_SIZE
+        crop = compositing.as_rgb_float(pixels, pixels.array)
+        if (height, width) != (size, size):
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if height > size else cv2.INTER_CUBIC)
+        face = FaceResult(
+            (0.0, 0.0, float(width), float(height)), 1.0, geometry.FFHQ_TEMPLATE_512 * (width / size, height / size)
+        )
+        restored = self._run_network([crop], settings.fidelity, [face])[0]
+        if restored is None:
+            return [face]
+        result = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
+        if (height, width) != (size, size):
+            result = cv2.resize(result, (width, height), interpolation=cv2.INTER_AREA if height < size else cv2.INTER_CUBIC)
+        compositing.blend_into(canvas.output, result, np.full((height, width), settings.blend, np.float32), pixels)
+        canvas.changed.append((0, 0, width, height))
+        face.restored = True
+        return [face]
+
+
+def _network_in(crops: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).mul(2.0).sub(1.0).contiguous()
+
+
+def _network_out(images: torch.Tensor) -> list[np.ndarray]:
+    return list(((images + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy())

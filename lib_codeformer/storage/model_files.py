@@ -1,0 +1,205 @@
+"""Finding model files on disk, and downloading them verified and atomically.
+
+A file that is already present is used as it is, without any network
+access. A download goes to a temporary file next to its target, is checked
+against the published size and sha256, and only then renamed into place: an
+interrupted, truncated or tampered transfer leaves nothing behind that a
+later run could mistake for the real file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DownloadError, WeightsError
+from .atomic import move_into_place
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_ENV = "CODEFORMER_WEIGHTS"
+CACHE_ENV = "CODEFORMER_CACHE"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A published model file: where it comes from and how to recognise it."""
+
+    filename: str
+    url: str
+    sha256: str | None  # None only where no hash is published; then the size is checked
+    size: int | None = None
+    # Other names the same file is stored under (AUTOMATIC1111 renames codeformer.pth).
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Another way to give the file, said in error messages.
+    override_hint: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.filename, *self.aliases)
+
+
+CODEFORMER = ModelFile(
+    filename="codeformer.pth",
+    url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+    sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+    size=376_637_898,
+    aliases=("codeformer-v0.1.0.pth", "codeformer.safetensors"),
+    override_hint=f"pass its path (--weights PATH, or ${WEIGHTS_ENV})",
+)
+
+
+def default_cache_dir() -> Path:
+    """``$CODEFORMER_CACHE``, else the user's cache folder (``~/.cache/codeformer`` on Linux)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "codeformer"
+
+
+def find_model_file(model: ModelFile, folders: Iterable[str | os.PathLike]) -> Path | None:
+    """The first existing, non-empty file with one of the model's names in ``folders``."""
+    for folder in folders:
+        for name in model.names:
+            candidate = Path(folder).expanduser() / name
+            if candidate.is_file() and candidate.stat().st_size > 0:
+                return candidate
+    return None
+
+
+def locate_weights(
+    explicit: str | os.PathLike | None = None,
+    *,
+    model_dirs: Sequence[str | os.PathLike] = (),
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    model: ModelFile = CODEFORMER,
+    progress: bool = True,
+) -> Path:
+    """Find the weights file, downloading it when it is nowhere on disk.
+
+    Order: ``explicit``; ``$CODEFORMER_WEIGHTS``; each of ``model_dirs``
+    (the WebUI's ``models/Codeformer``); the cache folder. When none has
+    it, download ``model.url`` into the first of ``model_dirs`` (else the
+    cache folder), verified against its sha256.
+    """
+    for given, what in ((explicit, "the given weights path"), (os.environ.get(WEIGHTS_ENV), f"${WEIGHTS_ENV}")):
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"CodeFormer weights: {what} {path} does not exist. {_manual_hint(model, path.parent)}")
+            return path
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    found = find_model_file(model, [*model_dirs, cache])
+    if found is not None:
+        return found
+    target_dir = Path(model_dirs[0]) if model_dirs else cache
+    if not download:
+        raise WeightsError(
+            f"CodeFormer weights not found in {', '.join(map(str, [*model_dirs, cache]))}. {_manual_hint(model, target_dir)}"
+        )
+    return download_file(model, target_dir, progress=progress)
+
+
+def _manual_hint(model: ModelFile, folder: Path) -> str:
+    checksum = f" (sha256 {model.sha256})" if model.sha256 else ""
+    alternative = f", or {model.override_hint}" if model.override_hint else ""
+    return f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}{alternative}."
+
+
+def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``model`` into ``target_dir``; verify size and sha256; rename into place only when right.
+
+    A lock file next to the target makes processes that need the file at the
+    same moment download it once: the others wait, then find it. Whoever holds
+    the lock first deletes temporary files left by a crashed download.
+    """
+    from filelock import FileLock
+
+    target_dir = Path(target_dir)
+    target = target_dir / model.filename
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target_dir / f".{model.filename}.lock")):
+            if target.is_file() and target.stat().st_size > 0:
+                return target  # another process finished it while this one waited
+            for stale in target_dir.glob(f".{model.filename}.*.part"):
+                stale.unlink(missing_ok=True)
+            return _download_locked(model, target_dir, target, progress, timeout)
+    except OSError as error:
+        raise DownloadError(f"Cannot write to {target_dir} ({error}). {_manual_hint(model, target_dir)}") from None
+
+
+def _download_locked(model: ModelFile, target_dir: Path, target: Path, progress: bool, timeout: float) -> Path:
+    handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target_dir)
+    partial = Path(partial_name)
+    logger.info("Downloading %s to %s", model.url, target)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            digest, received = _fetch(model, out, target_dir, progress, timeout)
+        if model.size is not None and received != model.size:
+            raise DownloadError(
+                f"Download of {model.url} stopped after {received} of {model.size} bytes. {_manual_hint(model, target_dir)}"
+            )
+        if model.sha256 is not None and digest != model.sha256:
+            raise DownloadError(
+                f"Downloaded {model.url} but its sha256 is {digest}, not the published {model.sha256}: "
+                f"the file was damaged or replaced, and was deleted. {_manual_hint(model, target_dir)}"
+            )
+        move_into_place(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _fetch(model: ModelFile, out, target_dir: Path, progress: bool, timeout: float) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    received = 0
+    request = urllib.request.Request(model.url, headers={"User-Agent": "sd-webui-codeformer"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or model.size
+            with _progress_bar(total, model.filename, progress) as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as error:
+        raise DownloadError(
+            f"Could not download {model.url}: HTTP {error.code} {error.reason}. {_manual_hint(model, target_dir)}"
+        ) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(f"Could not download {model.url}: {reason}. {_manual_hint(model, target_dir)}") from None
+    return digest.hexdigest(), received
+
+
+def _progress_bar(total: int | None, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"Downloading {name}",
+        disable=not enabled,
+        file=sys.stderr,
+    )

@@ -1,0 +1,315 @@
+"""The Winograd convolution kernel: equal to PyTorch's convolution, used only where it may be, safe to lack."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import require_winograd
+from lib_codeformer.acceleration import winograd
+from lib_codeformer.acceleration.layers import FastConv3x3
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDE = round(winograd.MIN_PIXELS**0.5)  # the smallest square image the network's layers use it for
+
+@pytest.fixture(autouse=True)
+def kernel_required():
+    """Every test here needs the kernel; CI sets CODEFORMER_REQUIRE_FAST_CONV so a broken build fails, not skips."""
+    require_winograd()
+
+
+@torch.no_grad()
+def reference(x, weight, bias, residual=None, norm=None, upsample=False):
+    """The unfused steps in float64."""
+    x = x.double()
+    if norm is not None:
+        x = F.silu(norm.double()(x))
+    if upsample:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    out = F.conv2d(x, weight.double(), None if bias is None else bias.double(), padding=1)
+    return out if residual is None else out + residual.double()
+
+
+def assert_float32_close(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Within float32 rounding of the result's scale: Winograd's error is a few times a direct convolution's."""
+    error = float((got.double() - expected).abs().max())
+    scale = float(expected.abs().max())
+    print(f"max error {error:.2e}, {error / scale:.2e} of the largest value")
+    assert error <= 2e-5 * scale
+
+
+def random_norm(channels: int, generator: torch.Generator) -> nn.GroupNorm:
+    norm = nn.GroupNorm(min(32, channels // 2), channels, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=generator)
+        norm.bias.uniform_(-0.5, 0.5, generator=generator)
+    return norm
+
+
+@pytest.mark.parametrize(
+    ("batch", "in_channels", "out_channels", "height", "width"),
+    [(1, 64, 64, 32, 32), (3, 16, 64, 37, 41), (2, 128, 128, 8, 5), (1, 48, 192, 1, 1), (1, 256, 128, 64, 64)],
+)
+@pytest.mark.parametrize("fused", ["none", "bias+residual", "norm", "upsample", "all"])
+def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, width, fused):
+    generator = torch.Generator().manual_seed(batch * 1000 + in_channels + height)
+    x = torch.randn(batch, in_channels, height, width, generator=generator) * 2 + 0.5
+    weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator) / (3 * in_channels**0.5)
+    bias = torch.randn(out_channels, generator=generator) if fused in ("bias+residual", "all") else None
+    norm = random_norm(in_channels, generator) if fused in ("norm", "all") else None
+    upsample = fused in ("upsample", "all")
+    scale = 2 if upsample else 1
+    residual = None
+    if fused in ("bias+residual", "all"):
+        residual = torch.randn(batch, out_channels, height * scale, width * scale, generator=generator)
+    with torch.inference_mode():
+        got = winograd.conv3x3(x, winograd.transform_weight(weight), bias, residual, norm=norm, upsample=upsample)
+        expected = reference(x, weight, bias, residual, norm, upsample)
+    assert got.shape == expected.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert_float32_close(got, expected)
+
+
+def test_group_norm_statistics_survive_a_large_offset():
+    """mean 300, std 1: float32 sums of squares would get the std wrong by 1e-4 (measured), ours are shifted."""
+    generator = torch.Generator().manual_seed(5)
+    x = 300 + torch.randn(1, 32, 40, 40, generator=generator)
+    norm = random_norm(32, generator)
+    weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
+    with torch.inference_mode():
+        got = winograd.conv3x3(x, winograd.transform_weight(weight), None, norm=norm)
+    assert_float32_close(got, reference(x, weight, None, norm=norm))
+
+
+def test_batch_items_are_normalised_separately():
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 32, 33, 33, generator=generator)
+    x[1] = x[1] * 10 + 5
+    norm = random_norm(32, generator)
+    weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
+    with torch.inference_mode():
+        got = winograd.conv3x3(x, winograd.transform_weight(weight), None, norm=norm)
+    assert_float32_close(got, reference(x, weight, None, norm=norm))
+
+
+def conv_module(in_channels=32, out_channels=64, seed=8) -> FastConv3x3:
+    torch.manual_seed(seed)
+    return FastConv3x3(in_channels, out_channels)
+
+
+@pytest.mark.parametrize(
+    ("case", "make_input"),
+    [
+        ("float64", lambda: torch.randn(1, 32, SIDE, SIDE, dtype=torch.float64)),
+        ("below the size that pays", lambda: torch.randn(1, 32, SIDE // 2, SIDE)),
+        ("channels not a multiple of 16", lambda: torch.randn(1, 24, SIDE, SIDE)),
+        ("autograd", lambda: torch.randn(1, 32, SIDE, SIDE, requires_grad=True)),
+    ],
+)
+def test_falls_back_to_pytorch_where_the_kernel_does_not_apply(case, make_input):
+    module = conv_module(in_channels=make_input().shape[1])
+    x = make_input()
+    module = module.to(x.dtype)
+    assert not winograd.applies(x, module.weight), case
+    assert winograd.applies(torch.randn(1, 32, SIDE, SIDE), conv_module().weight.detach())  # minus the reason
+    out = module(x)
+    torch.testing.assert_close(out, F.conv2d(x, module.weight, module.bias, padding=1))
+
+
+def test_autocast_keeps_its_precision():
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not winograd.applies(x, module.weight)
+        assert module(x).dtype == torch.bfloat16
+
+
+def test_gradients_flow_through_the_fallback():
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE, requires_grad=True)
+    module(x).square().sum().backward()
+    assert x.grad is not None and module.weight.grad is not None
+
+
+def test_transformed_weights_follow_weight_changes():
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE)
+    with torch.inference_mode():
+        before = module(x)
+        state = {key: value * 2 for key, value in module.state_dict().items()}
+        module.load_state_dict(state)
+        after = module(x)
+    assert_float32_close(after, reference(x, module.weight, module.bias))
+    assert not torch.allclose(before, after)
+
+
+def test_switching_off_gives_pytorch_convolutions():
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE)
+    with torch.inference_mode():
+        module.use_winograd = False
+        direct = module(x)
+        module.use_winograd = True
+        fast = module(x)
+    assert torch.equal(direct, F.conv2d(x, module.weight, module.bias, padding=1))
+    assert_float32_close(fast, direct.double())
+    assert not torch.equal(fast, direct)  # really another computation
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+CHECK = """
+import logging, torch
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from lib_codeformer.acceleration import winograd
+from lib_codeformer.acceleration.layers import FastConv3x3
+x = torch.randn(1, 32, 128, 128)
+module = FastConv3x3(32, 64)
+with torch.inference_mode():
+    out = module(x)
+expected = torch.nn.functional.conv2d(x, module.weight, module.bias, padding=1)
+print("available", winograd.available(), "close", bool((out - expected).abs().max() < 1e-4))
+"""
+
+
+def test_without_a_compiler_everything_runs_on_pytorch(tmp_path):
+    result = run_python(CHECK, CC=str(tmp_path / "no-such-compiler"), PATH=str(tmp_path), CODEFORMER_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False close True" in result.stdout
+    assert "no C compiler found" in result.stderr
+
+
+def test_a_failing_build_is_reported_and_falls_back(tmp_path):
+    compiler = tmp_path / "broken-cc"
+    script = ["#!/bin/sh", "echo 'broken-cc 1.0'", '[ "$1" = --version ] && exit 0']
+    script += ["echo 'internal compiler error' >&2", "exit 1"]
+    compiler.write_text("\n".join(script) + "\n")
+    compiler.chmod(0o755)
+    result = run_python(CHECK, CC=str(compiler), CODEFORMER_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False close True" in result.stdout
+    assert "internal compiler error" in result.stderr
+    assert not list((tmp_path / "kernels").iterdir())  # nothing half-built left behind
+
+
+def test_switched_off_by_environment(tmp_path):
+    """CODEFORMER_FAST_CONV=0 wins over a module's use_winograd (which the WebUI setting and the CLI set)."""
+    result = run_python(CHECK, CODEFORMER_FAST_CONV="0", CODEFORMER_CACHE=str(tmp_path))
+    assert "available False close True" in result.stdout
+    assert not (tmp_path / "kernels").exists()  # not even built
+
+
+def test_built_once_then_reused_from_the_cache(tmp_path):
+    first = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True close True" in first.stdout, first.stderr
+    assert "Built the fast convolution kernel" in first.stderr
+    (library,) = (tmp_path / "kernels").glob("winograd-*/winograd.so")
+    built_at = library.stat().st_mtime_ns
+    second = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True close True" in second.stdout
+    assert "Built the fast convolution kernel" not in second.stderr
+    assert library.stat().st_mtime_ns == built_at
+
+
+def test_a_kernel_that_computes_wrong_results_is_not_used(tmp_path):
+    """The self-test runs on every load: a library that builds but miscomputes is refused."""
+    broken = tmp_path / "winograd.c"
+    source = winograd.SOURCE.read_text()
+    broken.write_text(source.replace("t[0][j] = m0 + m1 + m2 + m3 + m4;", "t[0][j] = m0 + m1 + m2 + m3;"))
+    code = f"from lib_codeformer.acceleration import winograd; winograd.SOURCE = __import__('pathlib').Path({str(broken)!r})\n"
+    code += CHECK
+    result = run_python(code, CODEFORMER_CACHE=str(tmp_path))
+    assert "available False close True" in result.stdout, result.stderr
+    assert "self-test differs" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments"),
+    [
+        ("weights for other channels", {"transformed": winograd.transform_weight(torch.zeros(64, 16, 3, 3))}),
+        ("weights in another layout", {"transformed": torch.zeros(36, 32, 64)}),
+        ("bias of the wrong size", {"bias": torch.zeros(32)}),
+        ("residual of the wrong size", {"residual": torch.zeros(1, 64, 16, 16)}),
+        ("norm over other channels", {"norm": nn.GroupNorm(8, 64)}),
+    ],
+)
+def test_sizes_are_checked_before_the_kernel_reads_memory(case, arguments):
+    call = {"transformed": winograd.transform_weight(torch.zeros(64, 32, 3, 3)), "bias": None, "residual": None, "norm": None}
+    call |= arguments
+    x = torch.zeros(1, 32, 32, 32)
+    with pytest.raises(ValueError), torch.inference_mode():
+        winograd.conv3x3(x, call["transformed"], call["bias"], call["residual"], norm=call["norm"])
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"), reason="x86-64 builds need gcc")
+@pytest.mark.parametrize(
+    ("target", "vector_floats"),
+    [("-march=x86-64-v4", 16), ("-march=x86-64-v3", 8), ("-march=x86-64", 4)],
+    ids=["avx512", "avx2", "sse2-generic"],
+)
+def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
+    """-march=native picks one code path; the other CPUs' paths (AVX2, plain SSE2) are built and checked here too.
+
+    Only run where this CPU can execute them (AVX-512 code needs an AVX-512 CPU).
+    """
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if vector_floats == 16 and " avx512f" not in flags:
+        pytest.skip("this CPU has no AVX-512")
+    if vector_floats == 8 and " avx2" not in flags:
+        pytest.skip("this CPU has no AVX2")
+    library = tmp_path / "winograd.so"
+    subprocess.run(winograd.compile_command("gcc", ["-O3", target], library), check=True)
+    kernel = winograd.Kernel(ctypes.CDLL(str(library)))
+    assert kernel.vector_floats == vector_floats
+    assert kernel.out_channel_multiple == vector_floats * (2 if vector_floats == 8 else 4)
+    assert winograd.self_test(kernel) == ""
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 48, 19, 22, generator=generator)
+    weight = torch.randn(64, 48, 3, 3, generator=generator) / 20
+    bias = torch.randn(64, generator=generator)
+    norm = random_norm(48, generator)
+    with torch.inference_mode():
+        transformed = winograd.transform_weight(weight, kernel.out_channel_multiple)
+        got = winograd.run(kernel, x, transformed, bias, None, norm, False)
+    assert_float32_close(got, reference(x, weight, bias, norm=norm))
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
+    first = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True" in first.stdout, first.stderr
+    (library,) = (tmp_path / "kernels").glob("winograd-*/winograd.so")
+    library.write_bytes(library.read_bytes()[:1000])  # truncated: loading it would kill the process (SIGBUS)
+    second = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "available True close True" in second.stdout, second.stderr
+    assert "Rebuilding" in second.stderr
+    assert library.stat().st_size > 1000
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"), reason="x86-64 builds need gcc")
+def test_a_build_without_avx2_is_not_used(tmp_path):
+    """Only the AVX2 and AVX-512 builds were measured faster than PyTorch; a 4-float build is left unused."""
+    compiler = tmp_path / "sse2-cc"
+    compiler.write_text('#!/bin/sh\nexec gcc "$@" -march=x86-64\n')  # the last -march wins
+    compiler.chmod(0o755)
+    result = run_python(CHECK, CC=str(compiler), CODEFORMER_CACHE=str(tmp_path))
+    assert "available False close True" in result.stdout, result.stderr
+    assert "no AVX2 or AVX-512" in result.stderr

@@ -1,0 +1,198 @@
+"""``python -m lib_codeformer restore``: files and folders, formats, metadata, failures, resuming."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from lib_codeformer.frontends import cli
+
+
+@pytest.fixture
+def photos(tmp_path, astronaut) -> Path:
+    """inputs/a.png (with a text chunk), inputs/sub/b.jpg, inputs/sub/deep/c.webp, inputs/broken.png."""
+    root = tmp_path / "inputs"
+    (root / "sub" / "deep").mkdir(parents=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a photo, Steps: 20")
+    Image.fromarray(astronaut).save(root / "a.png", pnginfo=info)
+    Image.fromarray(astronaut).save(root / "sub" / "b.jpg", quality=92)
+    Image.fromarray(astronaut).save(root / "sub" / "deep" / "c.webp")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def run(*args: str) -> int:
+    return cli.main(["restore", *args, "--detector", "yunet", "--quiet"])
+
+
+def test_folder_recursive_keeps_paths_formats_and_metadata(photos, tmp_path, small_weights_file, capsys):
+    out = tmp_path / "out"
+    status = run(str(photos), "--recursive", "--output", str(out), "--weights", str(small_weights_file))
+    captured = capsys.readouterr()
+    assert status == 1  # broken.png failed, the rest succeeded
+    assert "broken.png" in captured.err
+    assert "3 images written, 3 faces restored, 0 skipped, 1 failed" in captured.out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "sub/b.jpg", "sub/deep/c.webp"]
+    with Image.open(out / "a.png") as png:
+        assert png.text["parameters"] == "a photo, Steps: 20"
+    with Image.open(out / "sub" / "b.jpg") as jpeg:
+        assert jpeg.format == "JPEG"
+    with Image.open(out / "sub" / "deep" / "c.webp") as webp:
+        assert webp.format == "WEBP"
+    assert not np.array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(photos / "a.png")))
+
+
+def test_without_recursive_only_top_level(photos, tmp_path, small_weights_file):
+    out = tmp_path / "out"
+    assert run(str(photos / "a.png"), "--output", str(out), "--weights", str(small_weights_file)) == 0
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_existing_outputs_skip_overwrite_or_fail(photos, tmp_path, small_weights_file, capsys):
+    out = tmp_path / "out"
+    source = str(photos / "a.png")
+    weights = ("--weights", str(small_weights_file))
+    assert run(source, "--output", str(out), *weights) == 0
+    first = (out / "a.png").read_bytes()
+    (out / "a.png").write_bytes(b"keep me")
+    assert run(source, "--output", str(out), *weights) == 1
+    assert "exists" in capsys.readouterr().err
+    assert run(source, "--output", str(out), "--skip-existing", *weights) == 0
+    assert (out / "a.png").read_bytes() == b"keep me"
+    assert run(source, "--output", str(out), "--overwrite", *weights) == 0
+    assert (out / "a.png").read_bytes() == first
+
+
+def test_never_overwrites_an_input(photos, small_weights_file, capsys):
+    before = (photos / "a.png").read_bytes()
+    assert run(str(photos / "a.png"), "--output", str(photos), "--overwrite", "--weights", str(small_weights_file)) == 1
+    assert "is an input file" in capsys.readouterr().err
+    assert (photos / "a.png").read_bytes() == before
+
+
+def test_16_bit_png_round_trip(tmp_path, astronaut, small_weights_file):
+    deep = astronaut.astype(np.uint16) * 257 + 1
+    source = tmp_path / "deep.png"
+    cv2.imwrite(str(source), cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    assert run(str(source), "--output", str(out), "--weights", str(small_weights_file)) == 0
+    result = cv2.cvtColor(cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    assert result.dtype == np.uint16
+    np.testing.assert_array_equal(result[300:], deep[300:])  # far below the face: exact
+    assert not np.array_equal(result, deep)
+
+
+def test_interrupted_run_leaves_no_partial_files_and_resumes(photos, tmp_path, small_weights_file, monkeypatch):
+    from lib_codeformer.storage import images as files
+
+    out = tmp_path / "out"
+    real_write = files.write_image
+    calls = []
+
+    def interrupt_second(path, pixels, like):
+        calls.append(path)
+        if len(calls) == 2:
+            real_encode = files._write_with_pillow
+
+            def broken(target, *a):
+                Path(target).write_bytes(b"half")
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(files, "_write_with_pillow", broken)
+            try:
+                return real_write(path, pixels, like)
+            finally:
+                monkeypatch.setattr(files, "_write_with_pillow", real_encode)
+        return real_write(path, pixels, like)
+
+    monkeypatch.setattr("lib_codeformer.storage.images.write_image", interrupt_second)
+    args = (str(photos), "--recursive", "--output", str(out), "--weights", str(small_weights_file))
+    assert run(*args) == 130
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert "b.jpg" not in [p.name for p in leftovers] and "a.png" in [p.name for p in leftovers]
+    for written in leftovers:  # whatever exists is complete: no temporary or truncated file
+        assert not written.name.endswith(".part")
+        with Image.open(written) as image:
+            image.load()
+    monkeypatch.setattr("lib_codeformer.storage.images.write_image", real_write)
+    assert run(*args, "--skip-existing") == 1  # only broken.png fails
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "b.jpg", "c.webp"]
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert run(str(tmp_path / "nope.png"), "--output", str(tmp_path)) == 2
+    (tmp_path / "x.png").write_bytes(b"")
+    assert run(str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--fidelity", "2") == 2
+    assert "fidelity must be in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["restore", str(tmp_path), "--detector", "nope", "--output", str(tmp_path)])
+    assert exited.value.code == 2
+
+
+def test_missing_weights_say_where_to_put_them(tmp_path, astronaut, capsys):
+    source = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(source)
+    assert run(str(source), "--output", str(tmp_path / "o"), "--weights", str(tmp_path / "missing.pth")) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "codeformer.pth" in err
+
+
+def test_jobs_give_identical_outputs(photos, tmp_path, small_weights_file):
+    outputs = {}
+    for jobs in ("1", "3"):
+        out = tmp_path / f"out{jobs}"
+        assert run(str(photos), "-r", "--output", str(out), "--weights", str(small_weights_file), "--jobs", jobs) == 1
+        outputs[jobs] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert outputs["1"] == outputs["3"] and len(outputs["1"]) == 3
+
+
+def test_never_writes_outside_the_output_folder(tmp_path, astronaut, small_weights_file, capsys):
+    inside = tmp_path / "photos"
+    inside.mkdir()
+    Image.fromarray(astronaut).save(inside / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "a.png").symlink_to(elsewhere / "a.png")  # a link in the output folder pointing out of it
+    assert (
+        run(
+            str(tmp_path / "photos" / ".." / "photos" / "a.png"),
+            "--output",
+            str(out),
+            "--overwrite",
+            "--weights",
+            str(small_weights_file),
+        )
+        == 1
+    )
+    assert "outside" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_module_entry_point(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "lib_codeformer", "--help"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0 and "restore" in completed.stdout and "convert" in completed.stdout
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, small_weights_file, capsys):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 144 megapixels in a few kilobytes
+    assert run(str(bomb), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file)) == 1
+    assert "12000 x 12000 pixels is over the limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-fast-conv"]])
+def test_no_fast_conv_runs_pytorch_convolutions_only(tmp_path, astronaut, small_weights_file, fast_conv_calls, flag):
+    Image.fromarray(astronaut).save(tmp_path / "face.png")
+    status = run(str(tmp_path / "face.png"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file), *flag)
+    assert status == 0
+    assert bool(fast_conv_calls) is not flag

@@ -1,0 +1,345 @@
+"""The face pipeline end to end: real detection (YuNet) on real photos, every kind of input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import IdentityNetwork
+from lib_codeformer import FaceRestorer
+from lib_codeformer.faces import detection
+from lib_codeformer.faces.geometry import face_box, invert_affine
+from lib_codeformer.faces.pixels import Pixels, is_grayscale
+from lib_codeformer.network.synthetic import random_weights_like
+
+ASTRONAUT_FACE = (178, 63, 267, 175)  # YuNet's box, x0 y0 x1 y1
+
+
+def face_crop(astronaut: np.ndarray) -> np.ndarray:
+    return astronaut[20:220, 130:320]
+
+
+def outside_boxes(shape: tuple[int, int], result) -> np.ndarray:
+    """Pixels no restored face's paste-back region touches."""
+    from lib_codeformer.faces.geometry import alignment_matrix
+
+    keep = np.ones(shape[:2], bool)
+    for face in result.faces:
+        if face.restored:
+            box = face_box(invert_affine(alignment_matrix(face.landmarks)), *shape[:2])
+            keep[box[1] : box[3], box[0] : box[2]] = False
+    return keep
+
+
+def test_finds_and_restores_the_astronaut(identity_restorer, astronaut):
+    result = identity_restorer.restore(astronaut)
+    assert result.detector == "yunet"
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    assert face.restored and face.reason is None
+    assert np.allclose(face.box, ASTRONAUT_FACE, atol=3)
+    assert face.landmarks.shape == (5, 2) and 0.8 < face.score <= 1
+    keep = outside_boxes(astronaut.shape, result)
+    assert keep.sum() > 0.8 * keep.size
+    np.testing.assert_array_equal(result.image[keep], astronaut[keep])
+    # An identity "network" gives the same face back: paste-back adds no visible error.
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    assert np.abs(result.image[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() < 2.0
+
+
+def test_real_network_restores_only_the_face(fast_reference_model, astronaut):
+    restorer = FaceRestorer(fast_reference_model, detector="yunet", device="cpu")
+    result = restorer.restore(astronaut, fidelity=0.5)
+    assert result.restored_count == 1
+    keep = outside_boxes(astronaut.shape, result)
+    np.testing.assert_array_equal(result.image[keep], astronaut[keep])
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    assert np.abs(result.image[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() > 10
+
+
+def test_no_face_returns_the_image_bit_for_bit(small_restorer):
+    gradient = np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[None, :, None], (200, 1, 3))
+    result = small_restorer.restore(gradient)
+    assert result.faces == []
+    np.testing.assert_array_equal(result.image, gradient)
+    assert result.image is not gradient
+
+
+def test_tiny_image(small_restorer):
+    tiny = np.full((20, 24, 3), 90, np.uint8)
+    result = small_restorer.restore(tiny)
+    np.testing.assert_array_equal(result.image, tiny)
+
+
+def test_grayscale_array_stays_grayscale(small_restorer, astronaut):
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    result = small_restorer.restore(gray)
+    assert result.image.shape == gray.shape and result.image.dtype == np.uint8
+    assert result.restored_count == 1
+    assert not np.array_equal(result.image, gray)
+
+
+def test_rgb_stored_grayscale_comes_back_grayscale(small_restorer, astronaut):
+    gray = np.repeat(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+    result = small_restorer.restore(gray)
+    assert result.restored_count == 1 and is_grayscale(result.image)
+    colour = small_restorer.restore(gray, keep_grayscale=False)
+    assert not is_grayscale(colour.image)
+
+
+def test_rgba_alpha_is_kept_exactly(small_restorer, astronaut):
+    alpha = np.random.default_rng(0).integers(0, 256, astronaut.shape[:2], dtype=np.uint8)
+    rgba = np.dstack([astronaut, alpha])
+    result = small_restorer.restore(rgba)
+    assert result.image.shape == rgba.shape and result.restored_count == 1
+    np.testing.assert_array_equal(result.image[:, :, 3], alpha)
+    assert not np.array_equal(result.image[:, :, :3], astronaut)
+
+
+def test_16_bit_keeps_depth_and_untouched_pixels(small_restorer, astronaut):
+    deep = astronaut.astype(np.uint16) * 257 + 3
+    result = small_restorer.restore(deep)
+    assert result.image.dtype == np.uint16 and result.restored_count == 1
+    keep = outside_boxes(deep.shape, result)
+    np.testing.assert_array_equal(result.image[keep], deep[keep])
+    assert not np.array_equal(result.image, deep)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16"])
+def test_pil_image_in_pil_image_out(small_restorer, astronaut, mode):
+    if mode == "I;16":
+        image = Image.fromarray(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(astronaut).convert(mode)
+    result = small_restorer.restore(image)
+    assert isinstance(result.image, Image.Image)
+    assert result.image.mode == image.mode and result.image.size == image.size
+    assert result.restored_count == 1
+
+
+def test_face_at_the_border(small_restorer, astronaut):
+    cut = np.ascontiguousarray(astronaut[:, 205:])  # the face's left third is outside
+    result = small_restorer.restore(cut, confidence=0.5)
+    assert result.restored_count == 1
+    keep = outside_boxes(cut.shape, result)
+    np.testing.assert_array_equal(result.image[keep], cut[keep])
+
+
+def test_thirty_faces_restored_in_batches(astronaut):
+    tile = face_crop(astronaut)
+    grid = np.concatenate([np.concatenate([tile] * 6, axis=1)] * 5, axis=0)
+    network = IdentityNetwork()
+    restorer = FaceRestorer(network, detector="yunet", device="cpu", batch_size=8)
+    calls = []
+    result = restorer.restore(grid, progress=lambda done, total: calls.append((done, total)))
+    assert len(result.faces) == 30 and result.restored_count == 30
+    assert network.batch_sizes == [8, 8, 8, 6]
+    assert calls == [(8, 30), (16, 30), (24, 30), (30, 30)]
+
+
+class FlakyNetwork(IdentityNetwork):
+    """Fails on any batch that holds the face whose crop is darkest (the second one here)."""
+
+    def forward(self, x, w=0.0, adain=False, **_):
+        if (x.mean(dim=(1, 2, 3)) < -0.5).any():
+            raise RuntimeError("simulated failure")
+        return super().forward(x, w, adain)
+
+
+def test_one_failing_face_is_left_as_it_was_and_reported(astronaut, caplog):
+    tile = face_crop(astronaut)
+    image = np.concatenate([tile, (tile // 8)], axis=1)
+    restorer = FaceRestorer(FlakyNetwork(), detector="yunet", device="cpu", batch_size=4)
+    with caplog.at_level(logging.ERROR):
+        result = restorer.restore(image, confidence=0.3)
+    by_x = sorted(result.faces, key=lambda f: f.box[0])
+    assert [f.restored for f in by_x] == [True, False]
+    assert "simulated failure" in by_x[1].reason
+    right = image[:, tile.shape[1] :]
+    np.testing.assert_array_equal(result.image[:, tile.shape[1] + 40 :], right[:, 40:])
+
+
+def test_confidence_and_size_filters(small_restorer, astronaut):
+    strict = small_restorer.restore(astronaut, confidence=0.99)
+    assert strict.faces == [] or not strict.faces[0].restored
+    np.testing.assert_array_equal(strict.image, astronaut)
+    too_small = small_restorer.restore(astronaut, min_face_size=200)
+    assert not too_small.faces[0].restored and "min_face_size" in too_small.faces[0].reason
+    np.testing.assert_array_equal(too_small.image, astronaut)
+    too_large = small_restorer.restore(astronaut, max_face_size=50)
+    assert not too_large.faces[0].restored and "max_face_size" in too_large.faces[0].reason
+
+
+def two_faces(astronaut: np.ndarray) -> np.ndarray:
+    tile = face_crop(astronaut)
+    big = cv2.resize(tile, None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((big.shape[0], big.shape[1] + tile.shape[1] + 200, 3), 200, np.uint8)
+    canvas[: tile.shape[0], : tile.shape[1]] = tile  # small face, top left
+    canvas[:, -big.shape[1] :] = big  # large face, right (nearer the centre)
+    return canvas
+
+
+@pytest.mark.parametrize(
+    ("options", "restored_sizes"),
+    [({}, "both"), ({"faces": "largest"}, "large"), ({"max_faces": 1}, "large"), ({"faces": "center"}, "large")],
+)
+def test_which_faces(identity_restorer, astronaut, options, restored_sizes):
+    image = two_faces(astronaut)
+    result = identity_restorer.restore(image, **options)
+    assert len(result.faces) == 2
+    by_size = sorted(result.faces, key=lambda f: f.box[2] - f.box[0])
+    expected = {"both": [True, True], "large": [False, True]}[restored_sizes]
+    assert [f.restored for f in by_size] == expected
+    assert all(f.reason for f in by_size if not f.restored)
+
+
+def test_blend_zero_changes_nothing_and_half_is_between(small_restorer, astronaut):
+    none = small_restorer.restore(astronaut, blend=0.0)
+    np.testing.assert_array_equal(none.image, astronaut)
+    full = small_restorer.restore(astronaut, blend=1.0).image.astype(float)
+    half = small_restorer.restore(astronaut, blend=0.5).image.astype(float)
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    region = (slice(y0 + 20, y1 - 20), slice(x0 + 20, x1 - 20))
+    expected = (full[region] + astronaut[region]) / 2
+    assert np.abs(half[region] - expected).max() <= 1.0
+
+
+def test_colour_correction_keeps_the_original_colours(small_restorer, astronaut):
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    region = (slice(y0 + 15, y1 - 15), slice(x0 + 15, x1 - 15))
+    original = astronaut[region].reshape(-1, 3).mean(axis=0)
+    plain = small_restorer.restore(astronaut).image[region].reshape(-1, 3).mean(axis=0)
+    corrected = small_restorer.restore(astronaut, color_correction=True).image[region].reshape(-1, 3).mean(axis=0)
+    assert np.abs(corrected - original).max() < np.abs(plain - original).max()
+    assert np.abs(corrected - original).max() < 20
+
+
+def test_aligned_mode_skips_detection(small_model, astronaut):
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu")
+    face = cv2.resize(face_crop(astronaut), (512, 512))
+    result = restorer.restore(face, aligned=True)
+    assert result.restored_count == 1 and result.image.shape == face.shape
+    assert not np.array_equal(result.image, face)
+    assert restorer._detectors == {}
+    smaller = restorer.restore(face[::2, ::2], aligned=True)
+    assert smaller.image.shape == (256, 256, 3)
+
+
+def test_invalid_options_are_rejected_with_the_reason(small_restorer, astronaut):
+    with pytest.raises(ValueError, match=r"fidelity must be in \[0, 1\].*faces must be one of"):
+        small_restorer.restore(astronaut, fidelity=2, faces="leftmost")
+    with pytest.raises(ValueError, match="unknown option 'not_an_option'"):
+        small_restorer.restore(astronaut, not_an_option=1)
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        small_restorer.restore(astronaut.astype(np.float32))
+
+
+def test_parsing_mask_with_parsenet(small_model, astronaut, tmp_path):
+    from facexlib.parsing.parsenet import ParseNet
+
+    torch.save(random_weights_like(ParseNet(in_size=512, out_size=512, parsing_ch=19), 1), tmp_path / "parsing_parsenet.pth")
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu", detector_model_dirs=[tmp_path], download=False)
+    parsed = restorer.restore(astronaut, mask="parsing")
+    boxed = restorer.restore(astronaut, mask="box")
+    assert parsed.restored_count == 1
+    assert not np.array_equal(parsed.image, boxed.image)
+    keep = outside_boxes(astronaut.shape, parsed)
+    np.testing.assert_array_equal(parsed.image[keep], astronaut[keep])
+
+
+def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
+    from facexlib.detection.retinaface import RetinaFace
+
+    weights = tmp_path / "detection_Resnet50_Final.pth"
+    state = random_weights_like(RetinaFace(network_name="resnet50", half=False, device="cpu"), 2)
+    torch.save({f"module.{k}": v for k, v in state.items()}, weights)
+    detector = detection.create_detector("retinaface_resnet50", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
+    assert detector.name == "retinaface_resnet50"
+    found = detector.detect(np.zeros((64, 64, 3), np.uint8), 0.99)
+    assert isinstance(found, list)
+
+
+def test_retinaface_falls_back_to_yunet_with_one_warning(tmp_path, monkeypatch, caplog, astronaut):
+    monkeypatch.setenv("CODEFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(detection, "_fallback_warned", type(detection._fallback_warned)())
+    with caplog.at_level(logging.WARNING):
+        first = detection.create_detector(
+            "retinaface_resnet50", device=torch.device("cpu"), model_dirs=[tmp_path], download=False
+        )
+        second = detection.create_detector(
+            "retinaface_mobile0.25", device=torch.device("cpu"), model_dirs=[tmp_path], download=False
+        )
+    assert first.name == second.name == "yunet"
+    assert caplog.text.count("using the built-in YuNet detector") == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak resident set from /proc")
+def test_very_large_image_memory_stays_bounded(astronaut):
+    from pathlib import Path
+
+    height, width = 6000, 8000
+    large = np.full((height, width, 3), 120, np.uint8)
+    face = cv2.resize(face_crop(astronaut), None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    large[2000 : 2000 + face.shape[0], 3000 : 3000 + face.shape[1]] = face
+    restorer = FaceRestorer(IdentityNetwork(), detector="yunet", device="cpu")
+    restorer.restore(np.zeros((64, 64, 3), np.uint8))  # load what loads once
+
+    status = Path("/proc/self/status")
+
+    def kib(field: str) -> int:
+        return int(next(line for line in status.read_text().splitlines() if line.startswith(field)).split()[1])
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = kib("VmRSS:")
+    result = restorer.restore(large)
+    growth = (kib("VmHWM:") - before) * 1024
+    assert result.restored_count == 1
+    # The output copy is one image's worth; everything else is per face or downscaled.
+    assert growth < 1.5 * large.nbytes, f"peak grew by {growth / 2**20:.0f} MiB for a {large.nbytes / 2**20:.0f} MiB image"
+
+
+def test_grayscale_check_reads_in_chunks():
+    image = np.zeros((1000, 10, 3), np.uint8)
+    assert is_grayscale(image)
+    image[999, 3, 1] = 1
+    assert not is_grayscale(image)
+    assert Pixels(image[:, :, 0]).is_gray_array
+
+
+def test_given_landmarks_skip_detection_and_give_the_same_result(small_model, astronaut):
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu")
+    detected = restorer.restore(astronaut)
+    fresh = FaceRestorer(small_model, detector="yunet", device="cpu")
+    given = fresh.restore(astronaut, landmarks=[detected.faces[0].landmarks])
+    assert fresh._detectors == {}
+    assert given.detector == "given landmarks" and given.restored_count == 1
+    np.testing.assert_array_equal(given.image, detected.image)
+    assert set(detected.timings) == {"detect", "network", "paste"}
+    assert detected.timings["network"] > 0 and detected.timings["detect"] > 0
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        fresh.restore(astronaut, landmarks=[np.zeros((4, 2))])
+
+
+def test_models_load_once_and_again_after_unload(small_weights, astronaut):
+    restorer = FaceRestorer(small_weights, detector="yunet", device="cpu")
+    assert restorer.network is restorer.network  # loaded once, reused
+    first = restorer.network
+    restorer.unload()
+    assert restorer._network is None and restorer._detectors == {}
+    assert restorer.network is not first and restorer.restore(astronaut).restored_count == 1
+
+
+def test_parsing_mask_without_facexlib_says_what_to_install(small_model, astronaut, tmp_path, monkeypatch):
+    from lib_codeformer.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "facexlib.parsing.parsenet", None)
+    (tmp_path / "parsing_parsenet.pth").write_bytes(b"unused")
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu", detector_model_dirs=[tmp_path], download=False)
+    with pytest.raises(MissingDependency, match="pip install facexlib"):
+        restorer.restore(astronaut, mask="parsing")
