@@ -205,6 +205,34 @@ _CALLABLES = (_new_ordered_dict, _rebuild_tensor_v2, _rebuild_tensor, _rebuild_p
 
 
 # ---------------------------------------------------------------------------
+# Pickles are read from memory (zip) or from the file itself (legacy).
+
+
+class _ClampedReader:
+    """A file whose reads never ask for more than it still holds.
+
+    A pickle's length fields (a 2**60-byte string, a frame) would otherwise make the file
+    object allocate that much before finding out the bytes are not there.
+    """
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._size = size
+        self.tell = file.tell
+        self.seek = file.seek
+        self.readline = file.readline
+        self.readinto = file.readinto
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = max(self._size - self._file.tell(), 0)
+        return self._file.read(remaining if size is None or size < 0 else min(size, remaining))
+
+
+# A pickle comes from one of these; neither reads more than is there.
+_PickleSource = io.BytesIO | _ClampedReader
+
+
+# ---------------------------------------------------------------------------
 # The pre-scan: every imported name, found without running anything.
 
 # Opcodes that build objects of arbitrary classes or fetch names from registries; a checkpoint needs none.
@@ -293,7 +321,7 @@ def _imported_names(opcodes: Iterable[tuple[pickletools.OpcodeInfo, Any, int | N
     return names
 
 
-def _check_imports(file: BinaryIO) -> None:
+def _check_imports(file: _PickleSource) -> None:
     """Refuse the pickle at the file's position if it imports any name outside the allowlist; leaves the file after it."""
     try:
         names = _imported_names(pickletools.genops(file))
@@ -360,7 +388,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     dispatch: ClassVar[dict[int, Callable[[pickle._Unpickler], None]]] = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file: BinaryIO, storages: Callable[[object], _Storage] | None) -> None:
+    def __init__(self, file: _PickleSource, storages: Callable[[object], _Storage] | None) -> None:
         super().__init__(file, encoding="utf-8")
         self._storages = storages
 
@@ -439,7 +467,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     dispatch.update({_opcode_byte(name): _refusal(name) for name in _REFUSED_OPCODES})
 
 
-def _unpickle(file: BinaryIO, storages: Callable[[object], _Storage] | None = None) -> Any:
+def _unpickle(file: _PickleSource, storages: Callable[[object], _Storage] | None = None) -> Any:
     """The object pickled at the file's position: pre-scanned, then loaded with the restricted unpickler."""
     start = file.tell()
     _check_imports(file)
@@ -541,9 +569,11 @@ def _member_bytes(file: BinaryIO, archive_size: int, member: zipfile.ZipInfo) ->
     """
     if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:
         raise CheckpointError(f"{member.filename} is compressed or encrypted, which torch.save never writes")
+    if not 0 <= member.header_offset <= archive_size - _ZIP_LOCAL_HEADER.size:
+        raise CheckpointError(f"truncated or corrupt archive: {member.filename} lies outside the file")
     file.seek(member.header_offset)
     header = file.read(_ZIP_LOCAL_HEADER.size)
-    if len(header) != _ZIP_LOCAL_HEADER.size or header[:4] != _ZIP_LOCAL_SIGNATURE:
+    if header[:4] != _ZIP_LOCAL_SIGNATURE:
         raise CheckpointError(f"truncated or corrupt archive: no header for {member.filename}")
     _, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(header)
     start = member.header_offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
@@ -559,7 +589,7 @@ def _member_bytes(file: BinaryIO, archive_size: int, member: zipfile.ZipInfo) ->
 def _read_zip(file: BinaryIO, archive_size: int) -> Any:
     try:
         members = {member.filename: member for member in zipfile.ZipFile(file).infolist()}
-    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as error:
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error, OSError, NotImplementedError) as error:
         raise CheckpointError(f"truncated or corrupt archive ({error})") from None
     first = next(iter(members), "")
     if "/" not in first:
@@ -592,7 +622,7 @@ def _read_zip(file: BinaryIO, archive_size: int) -> Any:
 # The legacy format (torch.save(..., _use_new_zipfile_serialization=False)).
 
 
-def _read_legacy(file: BinaryIO, archive_size: int) -> Any:
+def _read_legacy(file: _ClampedReader, archive_size: int) -> Any:
     """Five pickles (magic number, protocol, sys_info, the object, its storage keys), then each storage's bytes.
 
     Each storage is an 8-byte little-endian element count and the raw bytes, always
@@ -628,7 +658,7 @@ def _read_legacy(file: BinaryIO, archive_size: int) -> Any:
     return result
 
 
-def _fill_legacy_storages(file: BinaryIO, keys: object, storages: _Storages) -> None:
+def _fill_legacy_storages(file: _ClampedReader, keys: object, storages: _Storages) -> None:
     """Read each storage's bytes, in the order of the pickled key list, into the memory its tensors already view."""
     if type(keys) is not list or any(type(key) is not str for key in keys):
         raise CheckpointError(f"a legacy checkpoint whose storage key list is {reprlib.repr(keys)}")
@@ -674,7 +704,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                 "an old tar-format torch checkpoint (torch < 0.4), which is not supported; re-save it with a newer torch"
             )
         else:
-            result = _read_legacy(file, archive_size)
+            result = _read_legacy(_ClampedReader(file, archive_size), archive_size)
     foreign = _first_foreign(result)
     if foreign is not None:
         raise CheckpointError(f"the checkpoint holds a {type(foreign).__name__}, not only tensors and plain data")

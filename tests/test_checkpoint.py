@@ -457,6 +457,21 @@ def test_legacy_storage_sizes_are_checked(tmp_path, numel, stored, message):
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    "sys_info",
+    [b"\x80\x04\x8d" + (2**60).to_bytes(8, "little") + b"abc.", b"\x80\x04\x95" + (2**60).to_bytes(8, "little") + b"}."],
+    ids=["string", "frame"],
+)
+def test_length_fields_larger_than_the_file_allocate_nothing(tmp_path, sys_info):
+    """A 2**60-byte string or frame in a legacy file's pickle: refused, where a plain file read would try to allocate it."""
+    path = tmp_path / "lengths.pth"
+    path.write_bytes(
+        pickle.dumps(checkpoint.LEGACY_MAGIC, protocol=2) + pickle.dumps(checkpoint.LEGACY_PROTOCOL, protocol=2) + sys_info
+    )
+    with pytest.raises(CheckpointError, match="corrupt pickle"):
+        read_checkpoint(path)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_archive_is_refused(tmp_path):
     path = tmp_path / "scripted.pt"
