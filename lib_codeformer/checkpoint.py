@@ -212,7 +212,8 @@ class _ClampedReader:
     """A file whose reads never ask for more than it still holds.
 
     A pickle's length fields (a 2**60-byte string, a frame) would otherwise make the file
-    object allocate that much before finding out the bytes are not there.
+    object allocate that much before finding out the bytes are not there. (The unpickler
+    itself reads from memory: see ``_unpickle``.)
     """
 
     def __init__(self, file: BinaryIO, size: int) -> None:
@@ -228,7 +229,7 @@ class _ClampedReader:
         return self._file.read(remaining if size is None or size < 0 else min(size, remaining))
 
 
-# A pickle comes from one of these; neither reads more than is there.
+# Where pickles are pre-scanned from; neither reads more than is there.
 _PickleSource = io.BytesIO | _ClampedReader
 
 
@@ -388,7 +389,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     dispatch: ClassVar[dict[int, Callable[[pickle._Unpickler], None]]] = dict(pickle._Unpickler.dispatch)
 
-    def __init__(self, file: _PickleSource, storages: Callable[[object], _Storage] | None) -> None:
+    def __init__(self, file: io.BytesIO, storages: Callable[[object], _Storage] | None) -> None:
         super().__init__(file, encoding="utf-8")
         self._storages = storages
 
@@ -468,12 +469,18 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
 
 def _unpickle(file: _PickleSource, storages: Callable[[object], _Storage] | None = None) -> Any:
-    """The object pickled at the file's position: pre-scanned, then loaded with the restricted unpickler."""
+    """The object pickled at the file's position: pre-scanned, then loaded from memory with the restricted unpickler.
+
+    The pre-scan finds where the pickle ends, so the unpickler reads only those bytes and leaves
+    the file after them.
+    """
     start = file.tell()
     _check_imports(file)
+    length = file.tell() - start
     file.seek(start)
+    pickled = io.BytesIO(file.read(length))
     try:
-        return _RestrictedUnpickler(file, storages).load()
+        return _RestrictedUnpickler(pickled, storages).load()
     except CheckpointError:
         raise
     except (
