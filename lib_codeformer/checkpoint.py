@@ -114,7 +114,7 @@ _STORAGE_TYPES = {
 def _new_ordered_dict(*args: object) -> OrderedDict:
     """``collections.OrderedDict()``: pickles always build it empty and fill it with SETITEMS."""
     if args:
-        raise CheckpointError(f"refused: the pickle builds an OrderedDict from {reprlib.repr(args)}, not empty")
+        raise CheckpointError(f"the pickle builds an OrderedDict from {reprlib.repr(args)}; torch.save builds it empty")
     return OrderedDict()
 
 
@@ -677,10 +677,9 @@ def _fill_legacy_storages(file: _ClampedReader, keys: object, storages: _Storage
         count = file.read(8)
         if len(count) != 8:
             raise CheckpointError("truncated legacy checkpoint: the storages are cut short")
-        if int.from_bytes(count, "little") * storage.elements.element_size() != len(buffer):
-            raise CheckpointError(
-                f"legacy storage {key} holds {int.from_bytes(count, 'little')} elements, its tensors say otherwise"
-            )
+        elements = int.from_bytes(count, "little")
+        if elements != storage.elements.numel():
+            raise CheckpointError(f"legacy storage {key} holds {elements} elements, its tensors say {storage.elements.numel()}")
         if file.readinto(buffer) != len(buffer):
             raise CheckpointError("truncated legacy checkpoint: the storages are cut short")
 
@@ -696,9 +695,10 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     """What ``torch.load(path, weights_only=True, map_location="cpu")`` returns for a benign file, without torch.load.
 
     Dicts, OrderedDicts (with a state dict's ``_metadata``), lists, tuples, numbers, text,
-    None and CPU tensors; parameters come back as plain tensors. Raises ``CheckpointError``
-    for a file that is not a usable checkpoint, and its subclass ``UnsafeCheckpointError``
-    for one that tries to import or run anything else; nothing stored in the file is run.
+    None and CPU tensors. Parameters come back as plain tensors and no tensor requires grad:
+    a checkpoint is data. Raises ``CheckpointError`` for a file that is not a usable
+    checkpoint, its subclass ``UnsafeCheckpointError`` for one that tries to import or run
+    anything else (nothing stored in the file is run), and ``OSError`` if it cannot be opened.
     """
     with open(path, "rb") as file:
         archive_size = os.fstat(file.fileno()).st_size

@@ -34,7 +34,6 @@ def save(obj: object, path: Path, legacy: bool = False, **options: object) -> Pa
 
 
 def small_network() -> torch.nn.Module:
-    torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2))
 
 
@@ -171,8 +170,8 @@ def test_big_endian_archive_is_byte_swapped(tmp_path):
         "half": torch.tensor([1.0, -2.0], dtype=torch.float16),
         "long": torch.tensor([1, 2**40]),
         "byte": torch.tensor([1, 2], dtype=torch.uint8),
+        "complex": torch.tensor([1 + 2j], dtype=torch.complex128),
     }
-    saved["complex"] = torch.tensor([1 + 2j], dtype=torch.complex128)
     little = save(saved, tmp_path / "little.pth")
     big = tmp_path / "big.pth"
     with zipfile.ZipFile(little) as source, zipfile.ZipFile(big, "w") as target:
@@ -419,6 +418,24 @@ def test_missing_storage_key_is_refused(tmp_path):
 def test_storage_shorter_than_declared_is_refused(tmp_path):
     path = write_archive(tmp_path / "short.pth", {"w": rebuild(StorageRef("0", 2**40), size=(2,))}, FOUR_FLOATS)
     with pytest.raises(CheckpointError, match="holds 16 bytes"):
+        read_checkpoint(path)
+
+
+def test_storage_declared_as_two_types_is_refused(tmp_path):
+    """torch.save refuses to write one storage as two element types; a file that does is not its work."""
+    tensors = [rebuild(StorageRef("0", 4)), rebuild(StorageRef("0", 4, torch.IntStorage))]
+    with pytest.raises(CheckpointError, match="declared twice"):
+        read_checkpoint(write_archive(tmp_path / "twice.pth", tensors, FOUR_FLOATS))
+
+
+def test_compressed_archive_is_refused(tmp_path):
+    """torch.save stores members uncompressed; inflating would allocate more than the file holds."""
+    source = save({"a": torch.zeros(1000)}, tmp_path / "stored.pth")
+    path = tmp_path / "deflated.pth"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as deflated:
+        for name in original.namelist():
+            deflated.writestr(name, original.read(name))
+    with pytest.raises(CheckpointError, match="compressed"):
         read_checkpoint(path)
 
 
