@@ -606,9 +606,19 @@ def _read_zip(file: BinaryIO, archive_size: int) -> Any:
         raise CheckpointError("a TorchScript archive (torch.jit.save), not a checkpoint of tensors")
     if f"{prefix}data.pkl" not in members:
         raise CheckpointError(f"a zip archive without {prefix}data.pkl, not a torch.save checkpoint")
+    read_so_far = 0
+
+    def read(name: str) -> bytearray:
+        """Members must not overlap: directory entries that all point at one big member would multiply it."""
+        nonlocal read_so_far
+        read_so_far += members[name].file_size
+        if read_so_far > archive_size:
+            raise CheckpointError(f"corrupt archive: its members overlap ({name} would be read from bytes already read)")
+        return _member_bytes(file, archive_size, members[name])
+
     byte_order = "little"
     if f"{prefix}byteorder" in members:
-        byte_order = bytes(_member_bytes(file, archive_size, members[f"{prefix}byteorder"])).decode("ascii", "replace")
+        byte_order = bytes(read(f"{prefix}byteorder")).decode("ascii", "replace")
     if byte_order not in ("little", "big"):
         raise CheckpointError(f"an archive of unknown byte order {byte_order!r:.40}")
 
@@ -616,12 +626,12 @@ def _read_zip(file: BinaryIO, archive_size: int) -> Any:
         name = f"{prefix}data/{key}"
         if name not in members:
             raise CheckpointError(f"storage {name} is missing from the archive")
-        buffer = _member_bytes(file, archive_size, members[name])
+        buffer = read(name)
         if len(buffer) < nbytes:
             raise CheckpointError(f"storage {name} holds {len(buffer)} bytes, but the pickle declares {nbytes}")
         return buffer
 
-    pickled = io.BytesIO(_member_bytes(file, archive_size, members[f"{prefix}data.pkl"]))
+    pickled = io.BytesIO(read(f"{prefix}data.pkl"))
     return _unpickle(pickled, _Storages(fetch, legacy=False, big_endian=byte_order == "big"))
 
 

@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import pickletools
+import struct
 import tarfile
 import zipfile
 from collections import OrderedDict
@@ -426,6 +427,25 @@ def test_storage_declared_as_two_types_is_refused(tmp_path):
     tensors = [rebuild(StorageRef("0", 4)), rebuild(StorageRef("0", 4, torch.IntStorage))]
     with pytest.raises(CheckpointError, match="declared twice"):
         read_checkpoint(write_archive(tmp_path / "twice.pth", tensors, FOUR_FLOATS))
+
+
+def test_overlapping_zip_members_are_refused(tmp_path):
+    """Nine directory entries pointing at one 4 KB member would read 40 KB out of a 5 KB file."""
+    storages = {"0": bytes(4096)} | {str(key): b"" for key in range(1, 10)}
+    tensors = [rebuild(StorageRef(str(key), 1024), size=(1024,)) for key in range(10)]
+    path = write_archive(tmp_path / "overlapping.pth", tensors, storages)
+    with zipfile.ZipFile(path) as archive:
+        first_offset = archive.getinfo("archive/data/0").header_offset
+    data = bytearray(path.read_bytes())
+    for key in range(1, 10):
+        entry = data.rindex(f"archive/data/{key}".encode()) - 46  # the central directory comes last
+        assert data[entry : entry + 4] == b"PK\x01\x02"
+        struct.pack_into("<II", data, entry + 20, 4096, 4096)  # compressed and uncompressed size
+        struct.pack_into("<I", data, entry + 42, first_offset)  # where its local header is
+    path.write_bytes(data)
+    assert len(data) < 10 * 4096
+    with pytest.raises(CheckpointError, match="overlap"):
+        read_checkpoint(path)
 
 
 def test_compressed_archive_is_refused(tmp_path):
