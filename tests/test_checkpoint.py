@@ -314,12 +314,19 @@ def test_payload_behind_an_allowed_looking_name_is_refused(tmp_path, hidden_behi
     assert marker.exists()
 
 
-def test_numpy_tensor_rebuild_is_refused(tmp_path):
-    """A torch rebuild function that is not for CPU storages: refused by name, though torch's unpickler would call it."""
-    call = Call(torch._utils._rebuild_device_tensor_from_numpy, np.arange(3, dtype=np.float32), torch.float32, "cpu", False)
-    path = save({"payload": call}, tmp_path / "numpy.pth")
-    assert_refused(path, "torch._utils._rebuild_device_tensor_from_numpy")
-    assert torch.load(path, weights_only=False)["payload"].tolist() == [0.0, 1.0, 2.0]
+@pytest.mark.parametrize("function", ["_rebuild_device_tensor_from_numpy", "_rebuild_from_type_v2"])
+def test_other_tensor_rebuild_functions_are_refused(tmp_path, function):
+    """torch rebuild functions that are not for plain CPU tensors: refused by name, though torch's unpickler would call them."""
+    if function == "_rebuild_device_tensor_from_numpy":
+        name = "torch._utils._rebuild_device_tensor_from_numpy"
+        call = Call(torch._utils._rebuild_device_tensor_from_numpy, np.arange(4, dtype=np.float32), torch.float32, "cpu", False)
+    else:
+        name = "torch._tensor._rebuild_from_type_v2"
+        arguments = (StorageRef("0", 4), 0, (4,), (1,), False, OrderedDict())
+        call = Call(torch._tensor._rebuild_from_type_v2, torch._utils._rebuild_tensor_v2, torch.Tensor, arguments, {})
+    path = write_archive(tmp_path / "rebuild.pth", {"payload": call}, FOUR_FLOATS)
+    assert_refused(path, name)
+    assert torch.load(path, weights_only=False)["payload"].tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_nested_pickle_is_refused(tmp_path):
@@ -359,6 +366,8 @@ def test_every_pickle_of_a_legacy_file_is_checked(tmp_path):
 
 REFUSED_PICKLES = {
     "NEWOBJ": b"\x80\x02ccollections\nOrderedDict\n)\x81.",
+    "NEWOBJ_EX": b"\x80\x04ccollections\nOrderedDict\n)}\x92.",
+    "OBJ": b"(ccollections\nOrderedDict\no.",
     "INST": b"(ibuiltins\nexec\n.",
     "EXT1": b"\x80\x02\x82\x01.",
     "REDUCE on a storage type": b"\x80\x02ctorch\nFloatStorage\n)R.",
