@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingDependency, WeightsError
-from ..network.weights import safe_torch_load
+from ..network.weights import read_tensors
 from ..options import DETECTORS
 from ..storage.model_files import ModelFile, default_cache_dir, download_file, find_model_file
 
@@ -125,13 +125,9 @@ class RetinaFaceDetector:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = safe_torch_load(path)
-    except Exception as error:  # any failure to read means the same thing to the user
-        raise WeightsError(
-            f"{path} is not a usable weights file ({str(error).splitlines()[0]}). Delete it to download it again."
-        ) from None
-    state = state.get("params", state) if isinstance(state, dict) else state
+    """A facexlib network's state dict (some files wrap it in ``params``), read without running pickled code."""
+    state = read_tensors(path)
+    state = state.get("params", state)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict.")
     return state

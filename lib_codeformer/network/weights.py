@@ -1,18 +1,18 @@
 """Loading CodeFormer weights safely, with errors a user can act on.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors,
-so a file can hold only tensors and plain containers: a pickle that would
-construct an object or call a function is refused before anything in it
-runs. Every failure is a ``WeightsError`` that names the file, says what is
-wrong with it and what to do.
+Checkpoints are read with the project's own restricted unpickler
+(``checkpoint.read_checkpoint``, on every torch version; never
+``torch.load``) or with safetensors, so a file can hold only tensors and
+plain containers: a pickle that would construct an object or call a
+function is refused before anything in it runs. Every failure is a
+``WeightsError`` that names the file, says what is wrong with it and where
+the good file is; the front end adds where to put it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import pickletools
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,13 +21,14 @@ import torch
 
 from ..errors import WeightsError
 from .arch import CodeFormer
+from .checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 StateDict = Mapping[str, torch.Tensor]
 WeightsSource = str | os.PathLike | StateDict
 
 OFFICIAL_URL = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth"
-# What to tell a user whose file is unusable.
-GET_OFFICIAL = f"Download the official codeformer.pth from {OFFICIAL_URL} (about 377 MB)."
+# What to tell a user whose file is unusable (the front end adds where to put it).
+GET_OFFICIAL = f"The official codeformer.pth is {OFFICIAL_URL} (about 377 MB)."
 
 
 def load_codeformer(
@@ -57,8 +58,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise WeightsError(f"CodeFormer weights: {path} {what}. {GET_OFFICIAL} Then pass its path.")
-    size = path.stat().st_size
+        raise WeightsError(f"CodeFormer weights: {path} {what}. {GET_OFFICIAL}")
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise WeightsError(
+            f"CodeFormer weights: {path} cannot be read ({error.strerror or error}). Check the file's permissions."
+        ) from None
     if size == 0:
         raise WeightsError(
             f"CodeFormer weights: {path} is empty (0 bytes), probably a failed download. Delete it. {GET_OFFICIAL}"
@@ -83,11 +91,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path, size: int) -> dict:
     try:
-        loaded = safe_torch_load(path)
-    except pickle.UnpicklingError as error:
-        raise _unpickling_error(path, size, error) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError, KeyError) as error:
+        loaded = read_checkpoint(path)
+    except UnsafeCheckpointError as error:
+        named = f" (it imports {', '.join(error.globals[:3])})" if error.globals else ""
+        raise WeightsError(
+            f"CodeFormer weights: refused to load {path}: it contains pickled code or objects{named}, not only tensors. "
+            "Unpickling it could run arbitrary programs on this machine, so nothing in it was executed. "
+            f"Use the official file ({OFFICIAL_URL}) or a .safetensors copy."
+        ) from None
+    except CheckpointError as error:
         raise WeightsError(f"CodeFormer weights: {path} {_describe_unreadable(path, size, error)} {GET_OFFICIAL}") from None
+    except OSError as error:
+        raise WeightsError(f"CodeFormer weights: {path} cannot be read ({error.strerror or error}).") from None
     if not isinstance(loaded, Mapping):
         raise WeightsError(
             f"CodeFormer weights: {path} holds a {type(loaded).__name__}, not a dict of tensors; "
@@ -96,79 +111,43 @@ def _read_torch(path: Path, size: int) -> dict:
     return dict(loaded)
 
 
-def safe_torch_load(path: Path):
-    """``torch.load(weights_only=True)``, called as ``torch.serialization.load``.
-
-    AUTOMATIC1111 replaces ``torch.load`` with its own checker, which rejects
-    (and returns None for) archives written by newer torch versions;
-    ``weights_only`` is the guard here, on every host.
-    """
-    return torch.serialization.load(path, map_location="cpu", weights_only=True)
-
-
-def _unpickling_error(path: Path, size: int, error: Exception) -> WeightsError:
-    imported = _pickled_globals(path)
-    if imported or "Unsupported global" in str(error):
-        named = f" (it imports {', '.join(imported[:3])})" if imported else ""
-        return WeightsError(
-            f"CodeFormer weights: refused to load {path}: it contains pickled code or objects{named}, not only tensors. "
-            "Unpickling it could run arbitrary programs on this machine, so nothing in it was executed. "
-            f"Use the official file ({OFFICIAL_URL}) or a .safetensors copy."
-        )
-    return WeightsError(f"CodeFormer weights: {path} {_describe_unreadable(path, size, error)} {GET_OFFICIAL}")
-
-
-# What a checkpoint's pickle may import: the tensor rebuild helpers, storages and dicts.
-_CHECKPOINT_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")
-
-
-def _pickled_globals(path: Path) -> list[str]:
-    """The functions and classes a pickle would import, read with pickletools (which runs nothing)."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                member = next((name for name in archive.namelist() if name.endswith("data.pkl")), None)
-                data = archive.read(member) if member else b""
-        else:
-            data = path.read_bytes()
-        found: list[str] = []
-        strings: list[str] = []
-        for opcode, argument, _ in pickletools.genops(data):
-            if opcode.name == "GLOBAL":
-                found.append(str(argument).replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(argument, str):
-                strings.append(argument)
-    except (ValueError, KeyError, IndexError, OSError, zipfile.BadZipFile):
-        return []
-    return [name for name in dict.fromkeys(found) if not name.startswith(_CHECKPOINT_GLOBALS)]
-
-
-def _describe_unreadable(path: Path, size: int, error: Exception) -> str:
-    """Say why a file that torch.load rejected is unusable: truncated, another kind of file, or not torch's."""
+def _describe_unreadable(path: Path, size: int, error: CheckpointError) -> str:
+    """Say why a file that is no checkpoint is unusable: truncated, another kind of file, or what the reader found."""
     with path.open("rb") as file:
         head = file.read(64)
     if head.startswith(b"PK"):
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(path) or "truncated" in str(error):
             return (
                 f"is truncated or corrupt ({size} bytes; a checkpoint archive whose end is missing). "
                 "Delete it and download it again."
             )
-        return "is a zip archive but not a PyTorch checkpoint."
+        return f"is a zip archive but not a PyTorch checkpoint ({error})."
     if head.lstrip()[:1] in (b"{", b"["):
         try:
             json.loads(path.read_text(encoding="utf-8"))
             return "is a JSON file, not a checkpoint."
         except (ValueError, UnicodeDecodeError):
             pass
-    return f"is not a PyTorch checkpoint ({_short_reason(error)})."
+    if "truncated" in str(error):
+        return f"is truncated or corrupt ({size} bytes: {error}). Delete it and download it again."
+    return f"is not a PyTorch checkpoint ({error})."
 
 
-def _short_reason(error: Exception) -> str:
-    """torch's message without its advice to load with weights_only=False (unsafe, and wrong here)."""
-    text = str(error).split("WeightsUnpickler error:")[-1].strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def read_tensors(path: str | os.PathLike) -> dict:
+    """The dict of tensors in any checkpoint file (the detector's and parser's too), read as safely as CodeFormer's.
+
+    Raises WeightsError naming the file for anything else.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        loaded = read_checkpoint(path)
+    except (CheckpointError, OSError) as error:
+        raise WeightsError(f"{path} is not a usable weights file ({error}). Delete it to download it again.") from None
+    if not isinstance(loaded, Mapping):
+        raise WeightsError(f"{path} does not hold a state dict.")
+    return dict(loaded)
 
 
 def _unwrap(checkpoint: Mapping, label: str) -> dict[str, torch.Tensor]:

@@ -56,7 +56,10 @@ def test_animated_gif_first_frame_and_a_note():
 
 @pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "I;16", "1"])
 def test_unusual_modes_become_rgb_or_rgba(mode):
-    source = Image.new("RGB", (16, 16), (200, 100, 50)).convert(mode)
+    if mode == "I;16":  # Pillow 9.5 (AUTOMATIC1111's) cannot convert RGB to I;16
+        source = Image.fromarray(np.full((16, 16), 40000, np.uint16))
+    else:
+        source = Image.new("RGB", (16, 16), (200, 100, 50)).convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     image, _ = api.decode_image(encode(source, fmt))
     assert image.mode == ("RGBA" if mode == "LA" else "RGB")

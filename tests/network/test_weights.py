@@ -186,3 +186,17 @@ def test_loads_even_where_the_host_replaced_torch_load(tmp_path, small_weights, 
     torch.save({"params_ema": small_weights}, path)
     monkeypatch.setattr(torch, "load", lambda *args, **kwargs: None)
     assert_same_tensors(load_codeformer(path), small_weights)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_own_reader_on_every_torch_never_torch_load(tmp_path, small_weights, monkeypatch, legacy):
+    """torch < 2.6's weights_only has public bypasses; the project's reader is used instead, in both formats."""
+    path = tmp_path / "codeformer.pth"
+    torch.save({"params_ema": small_weights}, path, _use_new_zipfile_serialization=not legacy)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch's unpickler was called")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(torch.serialization, "load", forbidden)
+    assert_same_tensors(load_codeformer(path), small_weights)

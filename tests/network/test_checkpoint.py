@@ -1,4 +1,4 @@
-"""lib_codeformer.checkpoint: torch.save files read without torch.load, and every way to smuggle code in refused.
+"""lib_codeformer.network.checkpoint: torch.save files read without torch.load, and every way to smuggle code in refused.
 
 Round trips compare with what ``torch.load(weights_only=True)`` of the running torch returns for
 the same file. Each payload test also shows the payload is live: Python's own unpickler (via
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-import lib_codeformer.checkpoint as checkpoint
-from lib_codeformer.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
+import lib_codeformer.network.checkpoint as checkpoint
+from lib_codeformer.network.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
 FORMATS = pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 
