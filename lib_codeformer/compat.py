@@ -6,6 +6,8 @@ the command line: the newest). Each helper is tested on every one of them.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -21,3 +23,15 @@ def autocast_enabled(device_type: str) -> bool:
         if device_type == "cpu":
             return bool(torch.is_autocast_cpu_enabled())
         return bool(torch.is_autocast_enabled())
+
+
+def autocast_supports(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether autocast to ``dtype`` works on ``device_type`` (torch < 2.3 autocasts the CPU to bfloat16 only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.1 warns, disables itself, then raises on entry
+        try:
+            with torch.autocast(device_type=device_type, dtype=dtype):
+                pass
+        except RuntimeError:
+            return False
+    return True

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,16 +25,16 @@ import torch
 from PIL import Image
 
 from .acceleration import accelerate
-from .errors import SetupError
+from .errors import SetupError, WeightsError
 from .faces import compositing, geometry
 from .faces.detection import DEFAULT_CONFIDENCE, DETECTION_MAX_SIDE, create_detector, detect_faces, model_file_path
 from .faces.parsing import PARSENET, FaceParser
 from .faces.pixels import Pixels, is_grayscale, to_pixels
 from .faces.selection import FaceResult, choose_faces, face_from_landmarks
-from .network.inference import PRECISIONS, restore_aligned
+from .network.inference import check_precision, restore_aligned
 from .network.weights import WeightsSource, load_codeformer
 from .options import DETECTORS, RestoreOptions
-from .storage.model_files import locate_weights
+from .storage.model_files import CODEFORMER, WeightsAdvice, default_cache_dir, locate_weights, manual_hint
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class FaceRestorer:
     looked for in ``detector_model_dirs`` (the WebUI's ``models/GFPGAN``).
     ``fast_conv``: the compiled Winograd kernel on the CPU (see
     ``lib_codeformer.acceleration``); it can be changed later.
+    ``weights_advice``: how the front end in use lets a user give the
+    weights, so that a missing or broken file's message says what to do there.
     """
 
     def __init__(
@@ -133,12 +136,15 @@ class FaceRestorer:
         download: bool = True,
         detection_max_side: int = DETECTION_MAX_SIDE,
         fast_conv: bool = True,
+        weights_advice: WeightsAdvice | None = None,
     ) -> None:
         problems = []
         if detector not in DETECTORS:
             problems.append(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-        if precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        try:
+            check_precision(precision, checked_device(device))
+        except ValueError as error:
+            problems.append(str(error))
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             problems.append(f"batch_size must be a whole number >= 1; got {batch_size!r}")
         if isinstance(detection_max_side, bool) or not isinstance(detection_max_side, int) or detection_max_side < 32:
@@ -155,6 +161,7 @@ class FaceRestorer:
         self.download = download
         self.detection_max_side = detection_max_side
         self._fast_conv = bool(fast_conv)
+        self.weights_advice = weights_advice or WeightsAdvice()
         self._lock = threading.RLock()
         # One network batch at a time: each uses every core (or the GPU); detection and paste-back run alongside.
         self._network_lock = threading.Lock()
@@ -170,14 +177,20 @@ class FaceRestorer:
         with self._lock:
             if self._network is None:
                 source = self.weights
-                if isinstance(source, torch.nn.Module):  # an already loaded network, shared
-                    network = source
-                else:
-                    if source is None:
-                        source = locate_weights(model_dirs=self.model_dirs, download=self.download)
-                    network = load_codeformer(source, device=self.device)
+                # An already loaded network is shared, not copied.
+                network = source if isinstance(source, torch.nn.Module) else self._load_network(source)
                 self._network = accelerate(network, winograd_kernel=self._fast_conv)
             return self._network
+
+    def _load_network(self, source: WeightsSource | None) -> torch.nn.Module:
+        advice = self.weights_advice
+        if source is None or isinstance(source, (str, os.PathLike)):
+            source = locate_weights(source, model_dirs=self.model_dirs, download=self.download, advice=advice)
+        try:
+            return load_codeformer(source, device=self.device)
+        except WeightsError as error:
+            folder = Path(self.model_dirs[0]) if self.model_dirs else default_cache_dir()
+            raise WeightsError(f"{error} {manual_hint(CODEFORMER, folder, advice.alternative)}") from None
 
     @property
     def fast_conv(self) -> bool:

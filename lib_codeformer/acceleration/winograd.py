@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ..compat import autocast_enabled
+from ..storage.atomic import process_alive
 from ..storage.model_files import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -450,21 +451,11 @@ def _remove_stale_builds(kernels: Path) -> None:
     for leftover in kernels.glob(".build-*"):
         try:
             pid = int(leftover.name.split("-")[1])
-            alive = pid != os.getpid() and _process_alive(pid)
+            alive = pid != os.getpid() and process_alive(pid)
             if not alive or time.time() - leftover.stat().st_mtime > _STALE_BUILD_SECONDS:
                 shutil.rmtree(leftover, ignore_errors=True)
         except (ValueError, IndexError, OSError):
             continue
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 _CHILD_TEST = "import sys; from lib_codeformer.acceleration import winograd; sys.exit(winograd.child_self_test(sys.argv[1]))"

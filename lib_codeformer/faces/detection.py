@@ -45,13 +45,28 @@ RETINAFACE_RESNET50 = ModelFile(
     url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
     sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
 )
-# No sha256 is published for this file; the download is checked against its known size,
-# and loading checks every tensor name and shape.
+
+
+def _verify_mobile_detector(path: Path) -> None:
+    """No sha256 is published for the MobileNet detector: what the data allows is its exact size (checked by the
+    download) and, before the file is kept, every tensor's name and shape against the network's, read safely."""
+    try:
+        from facexlib.detection.retinaface import RetinaFace
+    except ImportError:
+        return  # it cannot be used without facexlib anyway; loading checks it when facexlib is there
+    expected = RetinaFace(network_name="mobile0.25", half=False, device="cpu").state_dict()
+    found = {key.removeprefix("module."): value for key, value in read_weights(path).items()}
+    wrong = [key for key, value in expected.items() if key not in found or tuple(found[key].shape) != tuple(value.shape)]
+    if wrong or len(found) != len(expected):
+        raise WeightsError(f"its tensors are not RetinaFace mobile0.25's ({len(wrong)} missing or of another shape)")
+
+
 RETINAFACE_MOBILE = ModelFile(
     filename="detection_mobilenet0.25_Final.pth",
     url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
     sha256=None,
     size=1_789_735,
+    verify=_verify_mobile_detector,
 )
 
 

@@ -6,10 +6,13 @@ Exit status: 0 success, 1 some work failed, 2 usage errors.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import WeightsError
@@ -25,17 +28,64 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..options import RestoreOptions
+    from ..batch import Job, OutputClash, check_no_clashes
     from ..restorer import FaceRestorer
-    from ..storage.images import ImageFileError, iter_inputs, read_image, write_image
+    from ..storage.atomic import remove_stale
+    from ..storage.images import iter_inputs
+    from ..storage.model_files import COMMAND_LINE_ADVICE
 
     missing = [path for path in args.inputs if not Path(path).exists()]
     if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return USAGE_ERROR
+        return _usage_error(f"no such file or folder: {', '.join(missing)}")
+    try:
+        options = _restore_options(args)
+        restorer = FaceRestorer(
+            args.weights,
+            detector=args.detector,
+            device=args.device,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            fast_conv=not args.no_fast_conv,
+            weights_advice=COMMAND_LINE_ADVICE,
+        )
+    except ValueError as error:
+        return _usage_error(str(error))
     output_dir = Path(args.output).resolve()
+    jobs = [Job(source, relative) for source, relative in iter_inputs(args.inputs, args.recursive, exclude=output_dir)]
+    try:
+        check_no_clashes(jobs, str(output_dir))
+    except OutputClash as error:
+        return _usage_error(str(error))
+    for leftover in remove_stale(output_dir):
+        print(f"removed {leftover}, left by an interrupted run", file=sys.stderr)
+    run = _Run(restorer, options, args, output_dir)
+    with _terminate_as_interrupt():
+        try:
+            run.all(jobs)
+        except KeyboardInterrupt:
+            run.summary()
+            print("interrupted; finished images are kept, --skip-existing resumes", file=sys.stderr)
+            return 130
+    run.summary()
+    return 1 if run.counts["failed"] else 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _restore_options(args: argparse.Namespace) -> dict:
+    """The restore options from the arguments, every one checked (ValueError naming each problem)."""
+    from ..options import RestoreOptions
+
+    problems = []
+    if args.jobs < 1:
+        problems.append(f"--jobs must be at least 1 (got {args.jobs})")
+    if args.max_pixels < 1:
+        problems.append(f"--max-pixels must be at least 1 (got {args.max_pixels})")
+    if args.batch_size is not None and args.batch_size < 1:
+        problems.append(f"--batch-size must be at least 1 (got {args.batch_size})")
     options = {
         "fidelity": args.fidelity,
         "confidence": args.confidence,
@@ -51,74 +101,109 @@ def _restore(args: argparse.Namespace) -> int:
     }
     try:
         RestoreOptions.checked(**options)
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1 (got {args.jobs})")
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    restorer = FaceRestorer(
-        args.weights,
-        detector=args.detector,
-        device=args.device,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        fast_conv=not args.no_fast_conv,
-    )
-    jobs = list(iter_inputs(args.inputs, args.recursive))
-    inputs = {source.resolve() for source, _ in jobs}
-    counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
-    work: list[tuple[Path, Path]] = []
-    for source, relative in jobs:
-        target = (output_dir / relative).resolve()
-        problem = _refuse_target(target, output_dir, inputs, args)
-        if problem == "skip":
-            counts["skipped"] += 1
-        elif problem:
-            counts["failed"] += 1
-            print(f"failed: {source}: {problem}", file=sys.stderr)
-        else:
-            work.append((source, target))
+        problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return options
 
-    def failed(message: str) -> None:
-        counts["failed"] += 1
+
+class _Run:
+    """One restore command's work: files read and written in threads beside the network, and the counts."""
+
+    def __init__(self, restorer, options: dict, args: argparse.Namespace, output_dir: Path) -> None:
+        self.restorer, self.options, self.args, self.output_dir = restorer, options, args, output_dir
+        self.counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
+
+    def all(self, jobs: list) -> None:
+        from tqdm import tqdm
+
+        inputs = {job.source.resolve() for job in jobs}
+        work = []
+        for job in jobs:
+            target = (self.output_dir / job.relative).resolve()
+            problem = _refuse_target(target, self.output_dir, inputs, self.args)
+            if problem == "skip":
+                self.counts["skipped"] += 1
+            elif problem:
+                self.failed(f"{job.source}: {problem}")
+            else:
+                work.append((job.source, target))
+        with tqdm(total=len(work), unit="image", disable=self.args.quiet, file=sys.stderr) as bar:
+            self._images(work, bar)
+
+    def failed(self, message: str) -> None:
+        from tqdm import tqdm
+
+        self.counts["failed"] += 1
         tqdm.write(f"failed: {message}", file=sys.stderr)
 
-    started = time.perf_counter()
-    # Reading the next images and writing finished ones run in --jobs threads, beside the network.
-    with (
-        ThreadPoolExecutor(max_workers=args.jobs) as pool,
-        tqdm(total=len(work), unit="image", disable=args.quiet, file=sys.stderr) as bar,
-    ):
-        reads = [pool.submit(read_image, source, args.max_pixels) for source, _ in work[: args.jobs]]
+    def _images(self, work: list[tuple[Path, Path]], bar) -> None:
+        """Read ahead and write behind in --jobs threads; the network runs here. A result counts once it is on disk."""
+        from ..storage.images import ImageFileError, check_writable, read_image, write_image
+
+        jobs, started = self.args.jobs, time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=jobs)
         writes = []
-        for index, (source, target) in enumerate(work):
-            if index + args.jobs < len(work):
-                reads.append(pool.submit(read_image, work[index + args.jobs][0], args.max_pixels))
-            try:
-                loaded = reads[index].result()
-                result = restorer.restore(loaded.pixels, **options)
-            except WeightsError:
-                raise
-            except Exception as error:  # one bad image must not end the batch
-                failed(str(error) if isinstance(error, ImageFileError) else f"{source}: {error}")
+        try:
+            reads = [pool.submit(read_image, source, self.args.max_pixels) for source, _ in work[:jobs]]
+            for index, (source, target) in enumerate(work):
+                if index + jobs < len(work):
+                    reads.append(pool.submit(read_image, work[index + jobs][0], self.args.max_pixels))
+                try:
+                    loaded = reads[index].result()
+                    reads[index] = None  # let the decoded input go once restored
+                    check_writable(loaded)
+                    result = self.restorer.restore(loaded.pixels, **self.options)
+                except WeightsError:
+                    raise
+                except Exception as error:  # one bad image must not end the batch
+                    self.failed(str(error) if isinstance(error, ImageFileError) else f"{source}: {error}")
+                    bar.update()
+                    continue
+                writes.append((source, target, pool.submit(write_image, target, result.image, loaded), result.restored_count))
                 bar.update()
-                continue
-            reads[index] = None  # let the decoded input go
-            writes.append((source, pool.submit(write_image, target, result.image, loaded)))
-            counts["faces"] += result.restored_count
-            bar.update()
-            bar.set_postfix(faces=counts["faces"], faces_per_s=f"{counts['faces'] / (time.perf_counter() - started):.2f}")
-        for source, write in writes:
+                self._collect(writes, wait=False)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(faces=self.counts["faces"], faces_per_s=f"{self.counts['faces'] / elapsed:.2f}")
+            self._collect(writes, wait=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish (whole files), queued reads are dropped
+
+    def _collect(self, writes: list, *, wait: bool) -> None:
+        while writes and (wait or writes[0][2].done()):
+            source, target, write, faces = writes.pop(0)
             try:
                 write.result()
-                counts["images"] += 1
-            except OSError as error:
-                failed(f"{source}: could not write the result ({error})")
-    print(
-        f"{counts['images']} images written, {counts['faces']} faces restored, "
-        f"{counts['skipped']} skipped, {counts['failed']} failed -> {output_dir}"
-    )
-    return 1 if counts["failed"] else 0
+            except Exception as error:  # a full disk, a format that cannot hold the result: reported, never a traceback
+                self.failed(f"{source}: could not write {target} ({error})")
+                continue
+            self.counts["images"] += 1
+            self.counts["faces"] += faces
+
+    def summary(self) -> None:
+        counts = self.counts
+        print(
+            f"{counts['images']} images written, {counts['faces']} faces restored, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed -> {self.output_dir}"
+        )
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager stopping the run) cleans up like Ctrl+C: no temporary file is left behind."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argparse.Namespace) -> str | None:
@@ -214,3 +299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished images are kept, --skip-existing resumes", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory; try a smaller --batch-size or --max-pixels", file=sys.stderr)
+        return 1

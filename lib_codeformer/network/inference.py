@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 
+from ..compat import autocast_supports
 from .arch import CodeFormer
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,8 @@ def restore_aligned(
     ``adain=True`` is what the official inference script and AUTOMATIC1111
     use: the decoded codes take the input's colour statistics.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     parameter = next(model.parameters())
+    check_precision(precision, parameter.device)
     faces = faces.to(device=parameter.device, dtype=parameter.dtype)
     with torch.inference_mode():
         image = _forward(model, faces, fidelity, precision, adain)
@@ -39,6 +39,17 @@ def restore_aligned(
             logger.warning("CodeFormer produced non-finite values in %s; recomputing these faces in float32.", precision)
             image = _forward(model, faces, fidelity, "fp32", adain)
         return image.float().clamp_(-1.0, 1.0)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """ValueError where ``precision`` is unknown or cannot run on ``device`` with this torch."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "fp32" and not autocast_supports(device.type, PRECISIONS[precision]):
+        raise ValueError(
+            f"precision {precision} cannot run on {device.type} with torch {torch.__version__} (its autocast does not "
+            "support it there); use fp32 or bf16"
+        )
 
 
 def _forward(model: CodeFormer, faces: Tensor, fidelity: float | Tensor, precision: str, adain: bool) -> Tensor:

@@ -1,9 +1,24 @@
-"""Writing files so that no reader ever sees half of one: a temporary name in the target's folder, then a rename."""
+"""Writing files so that no reader ever sees half of one: a temporary name in the target's folder, then a rename.
+
+Temporary files are named ``.<target name>.codeformer-<pid>-<random>.part``:
+hidden, recognisably ours, and carrying the writing process's id, so that a
+later run can remove those a killed process left behind (``remove_stale``)
+without touching a temporary file another live run is still writing.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+_MARK = "codeformer"
+_TEMPORARY = re.compile(rf"^\..+\.{_MARK}-(\d+)-[^.]+\.part$")
+# A temporary file this old is a leftover whoever wrote it (a write takes seconds; pids get reused).
+STALE_SECONDS = 24 * 3600
 
 
 def move_into_place(temporary: Path, target: Path) -> None:
@@ -16,3 +31,62 @@ def move_into_place(temporary: Path, target: Path) -> None:
     os.umask(mask)
     os.chmod(temporary, 0o666 & ~mask)
     os.replace(temporary, target)
+
+
+def temporary_file(target: Path) -> Path:
+    """A new, empty temporary file next to ``target`` (created, so the name is ours)."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.{_MARK}-{os.getpid()}-", suffix=".part", dir=target.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary file; on any failure or interruption nothing is left."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_file(target)
+    try:
+        temporary.write_bytes(data)
+        move_into_place(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def is_temporary(path: Path) -> bool:
+    return _TEMPORARY.match(path.name) is not None
+
+
+def remove_stale(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """Remove temporary files of ours that no live process is writing (left by a killed run); returns them."""
+    removed = []
+    for path in _temporaries(folder, recursive):
+        match = _TEMPORARY.match(path.name)
+        try:
+            pid = int(match.group(1)) if match else -1
+            old = time.time() - path.stat().st_mtime > STALE_SECONDS
+            if old or not process_alive(pid):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _temporaries(folder: Path, recursive: bool) -> Iterator[Path]:
+    if not folder.is_dir():
+        return
+    pattern = f"**/.*.{_MARK}-*.part" if recursive else f".*.{_MARK}-*.part"
+    yield from (path for path in folder.glob(pattern) if path.is_file() and is_temporary(path))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True

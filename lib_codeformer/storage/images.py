@@ -1,50 +1,84 @@
-"""Reading and writing image files for the command line, keeping depth, format and metadata.
+"""Image files in and out, so that a result looks as its input looked wherever no face was restored.
 
-PNG and TIFF pixels are read with OpenCV, which keeps 16 bits per channel
-(Pillow reduces 16-bit RGB to 8 bits); other formats with Pillow. JPEG and
-WebP are turned upright by their EXIF orientation, and written back upright.
-Every file is written to a temporary name in the target folder and renamed
-when complete, so an interrupted run never leaves a half-written image.
+Rules (each one is a test):
+
+- Pixels come upright: the EXIF orientation (JPEG, PNG, TIFF, WebP) is
+  applied on reading, and written back as 1, so viewers show the result as
+  they showed the input.
+- Depth is kept: 16-bit PNG and TIFF are read and written as 16 bits per
+  channel (Pillow would reduce 16-bit colour to 8).
+- Metadata is kept: PNG text chunks (the WebUI's ``parameters``), EXIF, ICC
+  profile, TIFF description/software/resolution tags, also on 16-bit files.
+- Lossless stays lossless: PNG, TIFF, BMP and lossless WebP are written
+  losslessly; JPEG and lossy WebP at quality 95.
+- CMYK JPEGs are converted to RGB through their ICC profile (to sRGB), and
+  the CMYK profile, which would misdescribe RGB pixels, is not written.
+- A format Pillow reads but cannot write (PSD, XPM, ...) is a reported
+  failure before any work is done, never a traceback.
+
+Encoding and decoding work on bytes, so any storage (local files, object
+storage) can use them; ``read_image``/``write_image`` add local files, each
+written to a temporary name in the target folder and renamed when complete.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
+import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageCms, PngImagePlugin
 
-from .atomic import move_into_place
+from .atomic import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-_OPENCV_FORMATS = {"PNG", "TIFF"}
+# Formats read here; anything else (ICO, which can wrap a PNG larger than its header says, for one) is refused.
+READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phones' multi-picture JPEGs)
+ORIENTATION = 0x0112
+JPEG_QUALITY = 95
+# TIFF tags carried from input to output (besides resolution, the ICC profile and orientation). A TIFF's other
+# tags describe its own layout (strip offsets, sizes...) and must not be copied into a new file.
+_TIFF_TAGS = {270: "description", 271: "make", 272: "model", 305: "software", 306: "datetime", 315: "artist", 33432: "copyright"}
 
 
 class ImageFileError(ValueError):
-    """A file that is not a readable image."""
+    """A file that is not a readable image, or a result that cannot be written in the input's format."""
 
 
 @dataclass
 class LoadedImage:
-    pixels: np.ndarray  # H x W, H x W x 3 (RGB) or H x W x 4 (RGBA); uint8 or uint16
-    format: str  # Pillow's format name: PNG, JPEG, WEBP, ...
-    metadata: dict = field(default_factory=dict)  # what to write back: text chunks, exif, icc_profile
+    pixels: np.ndarray  # upright; H x W, H x W x 3 (RGB) or H x W x 4 (RGBA); uint8 or uint16
+    format: str  # the format the result is written in (Pillow's name: PNG, JPEG, WEBP, TIFF, BMP)
+    metadata: dict = field(default_factory=dict)  # text, exif, icc_profile, lossless, dpi, tiff_tags
+    notes: list[str] = field(default_factory=list)  # what was done on reading, for the user
 
 
-def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool) -> Iterator[tuple[Path, Path]]:
-    """(file, path relative to the output folder) for each image file named or inside a named folder."""
+def iter_inputs(
+    paths: Iterable[str | os.PathLike], recursive: bool, *, exclude: Path | None = None, suffixes: set[str] = IMAGE_SUFFIXES
+) -> Iterator[tuple[Path, Path]]:
+    """(file, path relative to the output folder) for each file named or inside a named folder.
+
+    Files inside ``exclude`` (the output folder) are never inputs: a re-run
+    with the output folder inside an input folder must not restore its own
+    results again.
+    """
+    excluded = exclude.resolve() if exclude is not None else None
     for given in paths:
         path = Path(given)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             for file in sorted(path.glob(pattern)):
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                    yield file, file.relative_to(path)
+                if not file.is_file() or file.suffix.lower() not in suffixes or file.name.startswith("."):
+                    continue
+                if excluded is not None and excluded in file.resolve().parents:
+                    continue
+                yield file, file.relative_to(path)
         else:
             yield path, Path(path.name)
 
@@ -52,101 +86,310 @@ def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool) -> Iterator
 def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
     """Decode an image file; the pixel limit is checked from the header, before decoding."""
     try:
-        with Image.open(path) as opened:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        return decode_image(data, max_pixels)
+    except ImageFileError as error:
+        raise ImageFileError(f"{path}: {error}") from None
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> LoadedImage:
+    """Decode image bytes: upright pixels, the format to write back, and the metadata to keep."""
+    try:
+        with Image.open(io.BytesIO(data), formats=READABLE_FORMATS) as opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
-                raise ImageFileError(f"{path}: {width} x {height} pixels is over the limit of {max_pixels} (--max-pixels)")
-            image_format = opened.format or ""
-            metadata = _metadata(opened)
-            if image_format in _OPENCV_FORMATS:
-                pixels = _read_with_opencv(path)
-            else:
-                upright = ImageOps.exif_transpose(opened)
-                pixels = pillow_pixels(upright)
+                raise ImageFileError(f"{width} x {height} pixels is over the limit of {max_pixels} (--max-pixels)")
+            return _decode_opened(opened, data)
     except ImageFileError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError) as error:
-        raise ImageFileError(f"{path}: not a readable image ({error})") from None
-    return LoadedImage(pixels, image_format, metadata)
+    except Image.DecompressionBombError as error:
+        raise ImageFileError(f"too large to decode safely ({error})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageFileError(f"not a readable image (formats read: {', '.join(READABLE_FORMATS)})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, MemoryError) as error:
+        raise ImageFileError(f"not a readable image ({error})") from None
 
 
-def _read_with_opencv(path: Path) -> np.ndarray:
-    pixels = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is None:
-        raise ValueError("OpenCV could not decode it")
-    if pixels.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"unsupported sample type {pixels.dtype}")
-    if pixels.ndim == 3:
-        code = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
-        pixels = cv2.cvtColor(pixels, code)
-    return pixels
+def _decode_opened(opened: Image.Image, data: bytes) -> LoadedImage:
+    image_format = "JPEG" if opened.format == "MPO" else opened.format  # a phone's MPO is a JPEG with extra frames
+    metadata, notes = _metadata(opened, image_format, data)
+    orientation = metadata.pop("orientation", 1)
+    if image_format == "TIFF":  # libtiff, and some Pillow versions, turn TIFFs by their orientation themselves
+        data = _tiff_without_orientation(data)
+    if _sixteen_bit(opened, data):
+        pixels = _decode_with_opencv(data)
+    elif image_format == "TIFF":
+        with Image.open(io.BytesIO(data), formats=["TIFF"]) as stored:
+            pixels = _pillow_array(stored) if stored.mode != "CMYK" else np.array(_cmyk_to_rgb(stored, metadata, notes))
+    elif opened.mode == "CMYK":
+        pixels = np.array(_cmyk_to_rgb(opened, metadata, notes))
+    else:
+        pixels = _pillow_array(opened)
+    pixels = apply_orientation(pixels, orientation)
+    if orientation != 1:
+        notes.append(f"turned upright by its EXIF orientation ({orientation})")
+    return LoadedImage(np.ascontiguousarray(pixels), image_format, metadata, notes)
 
 
-def pillow_pixels(image: Image.Image) -> np.ndarray:
-    """8-bit pixels as the pipeline takes them: gray, RGB and RGBA as they are, any other mode as RGB,
-    or RGBA where it has an alpha channel or a transparent colour."""
+def _pillow_array(image: Image.Image) -> np.ndarray:
+    """8-bit pixels as the pipeline takes them: gray, RGB and RGBA as they are; palettes and gray+alpha expanded."""
     if image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     return np.array(image)
 
 
-def _metadata(image: Image.Image) -> dict:
-    metadata = {}
+def _sixteen_bit(image: Image.Image, data: bytes) -> bool:
+    """16 bits per sample, which Pillow would reduce to 8 for colour images (OpenCV reads them)."""
+    if image.format == "PNG":
+        return len(data) > 24 and data[24] == 16  # IHDR bit depth
+    if image.format == "TIFF":
+        return 16 in tuple(getattr(image, "tag_v2", {}).get(258, ()) or ())
+    return image.mode.startswith("I;16") or image.mode == "I"
+
+
+def _tiff_without_orientation(data: bytes) -> bytes:
+    """The TIFF with its orientation tag set to 1: libtiff (under OpenCV) would turn the pixels itself, and only
+    for some files, so the orientation is applied here, once, as for every other format."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return data  # BigTIFF and anything else: as it is
+    order = "<" if data[:2] == b"II" else ">"
+    patched = bytearray(data)
+    (directory,) = struct.unpack_from(order + "I", data, 4)
+    if directory + 2 > len(data):
+        return data
+    (entries,) = struct.unpack_from(order + "H", data, directory)
+    for index in range(entries):
+        entry = directory + 2 + 12 * index
+        if entry + 12 > len(data):
+            break
+        tag, kind = struct.unpack_from(order + "HH", data, entry)
+        if tag == 274 and kind == 3:
+            struct.pack_into(order + "H", patched, entry + 8, 1)
+    return bytes(patched)
+
+
+def _decode_with_opencv(data: bytes) -> np.ndarray:
+    # As stored: the orientation is applied here, the same way for every format (OpenCV turns some, not others).
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise ValueError("OpenCV could not decode it")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported sample type {pixels.dtype}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    elif pixels.ndim == 3 and pixels.shape[2] == 2:  # gray + alpha
+        gray, alpha = pixels[:, :, 0], pixels[:, :, 1]
+        pixels = np.dstack([gray, gray, gray, alpha])
+    elif pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return pixels
+
+
+def _cmyk_to_rgb(image: Image.Image, metadata: dict, notes: list[str]) -> Image.Image:
+    """CMYK through its own ICC profile to sRGB where it has one (what a viewer shows); else Pillow's conversion."""
+    profile = metadata.pop("icc_profile", None)
+    if profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+            metadata["icc_profile"] = ImageCms.ImageCmsProfile(srgb).tobytes()
+            notes.append("CMYK converted to RGB through its ICC profile (written with an sRGB profile)")
+            return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    notes.append("CMYK converted to RGB")
+    return image.convert("RGB")
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels the way a viewer shows them for an EXIF orientation (1-8; anything else is 1)."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return pixels[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(pixels, 1)
+    return pixels
+
+
+def _metadata(image: Image.Image, image_format: str, data: bytes) -> tuple[dict, list[str]]:
+    """What to write back, and the orientation to apply. A broken block is dropped with a note, never fatal."""
+    metadata: dict = {}
+    notes: list[str] = []
     if image.info.get("icc_profile"):
         metadata["icc_profile"] = image.info["icc_profile"]
-    if image.format == "PNG":
+    if image.info.get("dpi"):
+        metadata["dpi"] = image.info["dpi"]
+    if image_format == "PNG":
         text = {k: v for k, v in getattr(image, "text", {}).items() if isinstance(v, str)}
         if text:
             metadata["text"] = text
-    exif = image.getexif()
+    if image_format == "WEBP":
+        metadata["lossless"] = _webp_is_lossless(data)
+    if image_format == "JPEG":
+        from PIL import JpegImagePlugin
+
+        # The input's chroma subsampling (4:4:4, 4:2:2, 4:2:0), so colour detail is not halved on the way out;
+        # a CMYK input has none that applies to RGB: 4:4:4.
+        sampling = JpegImagePlugin.get_sampling(image) if image.mode != "CMYK" else 0
+        metadata["subsampling"] = sampling if sampling in (0, 1, 2) else 0
+    if image_format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        metadata["tiff_tags"] = {tag: tags[tag] for tag in _TIFF_TAGS if tag in tags and isinstance(tags[tag], str)}
+        metadata["orientation"] = int(tags.get(274, 1) or 1)
+        if not metadata["tiff_tags"]:
+            del metadata["tiff_tags"]
+        return metadata, notes  # its EXIF-like tags are the TIFF's own directory: kept above, tag by tag
+    try:
+        exif = image.getexif()
+    except Exception as error:  # Pillow raises all kinds on damaged EXIF; the image itself is fine
+        notes.append(f"its EXIF block could not be read and was dropped ({error})")
+        return metadata, notes
     if exif:
-        exif.pop(0x0112, None)  # orientation: pixels are written upright
+        metadata.setdefault("orientation", int(exif.get(ORIENTATION, 1) or 1))
+        exif[ORIENTATION] = 1  # the pixels are written upright
         metadata["exif"] = exif.tobytes()
-    return metadata
+    return metadata, notes
+
+
+def _webp_is_lossless(data: bytes) -> bool:
+    """A WebP whose image chunk is VP8L (lossless); in an extended (VP8X) file, the first image chunk decides."""
+    position = 12
+    while position + 8 <= len(data):
+        chunk, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
+        if chunk in (b"VP8 ", b"VP8L"):
+            return chunk == b"VP8L"
+        if chunk == b"ANMF" and position + 24 <= len(data):
+            position += 24  # an animation frame: its own image chunk follows its 16-byte header
+            continue
+        position += 8 + size + (size & 1)
+    return False
+
+
+def check_writable(loaded: LoadedImage) -> None:
+    """ImageFileError when a result could not be written in the input's format (checked before any work)."""
+    Image.init()
+    if loaded.format not in Image.SAVE:
+        raise ImageFileError(
+            f"{loaded.format} files can be read but not written here; convert the input to PNG or TIFF first"
+        )
+
+
+def encode_image(pixels: np.ndarray, like: LoadedImage) -> bytes:
+    """``pixels`` encoded in ``like``'s format with its metadata (see the module's rules)."""
+    check_writable(like)
+    if pixels.dtype == np.uint16:
+        return _encode_sixteen_bit(pixels, like)
+    return _encode_with_pillow(pixels, like)
 
 
 def write_image(path: Path, pixels: np.ndarray, like: LoadedImage) -> None:
     """Write ``pixels`` in the format of ``like`` (its metadata too), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        if pixels.dtype == np.uint16:
-            _write_with_opencv(Path(temporary), pixels, path.suffix)
-        else:
-            _write_with_pillow(Path(temporary), pixels, like)
-        move_into_place(Path(temporary), path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, encode_image(pixels, like))
 
 
-def _write_with_opencv(path: Path, pixels: np.ndarray, suffix: str) -> None:
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(suffix if suffix.lower() in (".png", ".tif", ".tiff") else ".png", pixels)
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    path.write_bytes(encoded.tobytes())
-
-
-def _write_with_pillow(path: Path, pixels: np.ndarray, like: LoadedImage) -> None:
+def _encode_with_pillow(pixels: np.ndarray, like: LoadedImage) -> bytes:
     image = Image.fromarray(pixels)
-    options: dict = {}
     metadata = like.metadata
+    options: dict = {}
     if "icc_profile" in metadata:
         options["icc_profile"] = metadata["icc_profile"]
-    image_format = like.format or "PNG"
-    if image_format == "PNG":
-        if "text" in metadata:
-            info = PngImagePlugin.PngInfo()
-            for key, value in metadata["text"].items():
-                info.add_text(key, value)
-            options["pnginfo"] = info
-    elif image_format in ("JPEG", "WEBP"):
-        options["quality"] = 95
-        if image_format == "JPEG" and image.mode == "RGBA":
-            image = image.convert("RGB")
-    if "exif" in metadata and image_format in ("JPEG", "WEBP", "PNG", "TIFF"):
+    if "dpi" in metadata:
+        options["dpi"] = metadata["dpi"]
+    if "exif" in metadata and like.format in ("JPEG", "WEBP", "PNG"):
         options["exif"] = metadata["exif"]
-    image.save(path, format=image_format, **options)
+    if like.format == "PNG" and "text" in metadata:
+        options["pnginfo"] = _png_info(metadata["text"])
+    elif like.format == "JPEG":
+        options["quality"] = JPEG_QUALITY
+        if "subsampling" in metadata:
+            options["subsampling"] = metadata["subsampling"]
+        if image.mode == "RGBA":
+            image = image.convert("RGB")
+    elif like.format == "WEBP":
+        options.update({"lossless": True, "quality": 100, "method": 6} if metadata.get("lossless") else {"quality": 95})
+    elif like.format == "TIFF":
+        options["compression"] = "tiff_lzw"
+        if "tiff_tags" in metadata:
+            options["tiffinfo"] = dict(metadata["tiff_tags"])
+    buffer = io.BytesIO()
+    image.save(buffer, format=like.format, **options)
+    return buffer.getvalue()
+
+
+def _png_info(text: dict[str, str]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return info
+
+
+def _encode_sixteen_bit(pixels: np.ndarray, like: LoadedImage) -> bytes:
+    if like.format == "TIFF":
+        return _encode_tiff_sixteen_bit(pixels, like.metadata)
+    bgr = pixels
+    if pixels.ndim == 3:
+        bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", bgr)
+    if not ok:
+        raise OSError("OpenCV could not encode the 16-bit result")
+    return png_with_metadata(encoded.tobytes(), like.metadata)
+
+
+def _encode_tiff_sixteen_bit(pixels: np.ndarray, metadata: dict) -> bytes:
+    """tifffile keeps 16-bit colour and the TIFF tags (Pillow cannot write 16-bit colour TIFF); deflate is lossless."""
+    import tifffile
+
+    tags = metadata.get("tiff_tags", {})
+    own = {270, 305, 306}  # written by tifffile's own arguments
+    extratags = [(tag, "s", 0, value, True) for tag, value in tags.items() if tag not in own]
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer,
+        pixels,
+        photometric="minisblack" if pixels.ndim == 2 else "rgb",
+        extrasamples=("unassalpha",) if pixels.ndim == 3 and pixels.shape[2] == 4 else None,
+        compression="zlib",
+        iccprofile=metadata.get("icc_profile"),
+        description=tags.get(270),
+        software=tags.get(305, ""),
+        datetime=tags.get(306),
+        metadata=None,
+        resolution=metadata.get("dpi"),
+        extratags=extratags,
+    )
+    return buffer.getvalue()
+
+
+def png_with_metadata(png: bytes, metadata: dict) -> bytes:
+    """A PNG stream with the ICC profile, EXIF and text chunks added after its header (OpenCV writes none)."""
+    chunks = []
+    if metadata.get("icc_profile"):
+        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(metadata["icc_profile"])))
+    if metadata.get("exif"):
+        exif = metadata["exif"]
+        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
+    for key, value in metadata.get("text", {}).items():
+        keyword = key.encode("latin-1", "replace")[:79]
+        try:
+            chunks.append(_png_chunk(b"tEXt", keyword + b"\0" + value.encode("latin-1")))
+        except UnicodeEncodeError:
+            chunks.append(_png_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + value.encode("utf-8")))
+    header_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC
+    return png[:header_end] + b"".join(chunks) + png[header_end:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)

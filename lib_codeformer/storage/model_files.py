@@ -17,7 +17,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +41,9 @@ class ModelFile:
     size: int | None = None
     # Other names the same file is stored under (AUTOMATIC1111 renames codeformer.pth).
     aliases: tuple[str, ...] = field(default_factory=tuple)
-    # Another way to give the file, said in error messages.
-    override_hint: str = ""
+    # Checks a downloaded file before it is renamed into place (raises with the reason); where no
+    # sha256 is published it is what makes the download trustworthy.
+    verify: Callable[[Path], None] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -55,8 +56,22 @@ CODEFORMER = ModelFile(
     sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
     size=376_637_898,
     aliases=("codeformer-v0.1.0.pth", "codeformer.safetensors"),
-    override_hint=f"pass its path (--weights PATH, or ${WEIGHTS_ENV})",
 )
+
+
+@dataclass(frozen=True)
+class WeightsAdvice:
+    """How the front end in use lets a user give the weights, worded into every "not found" message.
+
+    ``explicit`` names where an explicit path came from; ``alternative``
+    ends "put it at ..." with the other way to give it.
+    """
+
+    explicit: str = "the given weights path"
+    alternative: str = f"or pass its path as FaceRestorer(weights=...) (or set ${WEIGHTS_ENV})"
+
+
+COMMAND_LINE_ADVICE = WeightsAdvice("--weights", f"or pass its path with --weights PATH (or set ${WEIGHTS_ENV})")
 
 
 def default_cache_dir() -> Path:
@@ -90,6 +105,7 @@ def locate_weights(
     download: bool = True,
     model: ModelFile = CODEFORMER,
     progress: bool = True,
+    advice: WeightsAdvice = WeightsAdvice(),
 ) -> Path:
     """Find the weights file, downloading it when it is nowhere on disk.
 
@@ -98,32 +114,37 @@ def locate_weights(
     it, download ``model.url`` into the first of ``model_dirs`` (else the
     cache folder), verified against its sha256.
     """
-    for given, what in ((explicit, "the given weights path"), (os.environ.get(WEIGHTS_ENV), f"${WEIGHTS_ENV}")):
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target_dir = Path(model_dirs[0]) if model_dirs else cache
+    for given, what in ((explicit, advice.explicit), (os.environ.get(WEIGHTS_ENV), f"${WEIGHTS_ENV}")):
         if given:
             path = Path(given).expanduser()
             if not path.is_file():
-                raise WeightsError(f"CodeFormer weights: {what} {path} does not exist. {_manual_hint(model, path.parent)}")
+                what_it_is = "is a folder, not a file" if path.is_dir() else "does not exist"
+                raise WeightsError(
+                    f"CodeFormer weights: {what} ({path}) {what_it_is}. {manual_hint(model, target_dir, advice.alternative)}"
+                )
             return path
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     found = find_model_file(model, [*model_dirs, cache])
     if found is not None:
         return found
-    target_dir = Path(model_dirs[0]) if model_dirs else cache
     if not download:
-        raise WeightsError(
-            f"CodeFormer weights not found in {', '.join(map(str, [*model_dirs, cache]))}. {_manual_hint(model, target_dir)}"
-        )
-    return download_file(model, target_dir, progress=progress)
+        searched = ", ".join(map(str, [*model_dirs, cache]))
+        raise WeightsError(f"CodeFormer weights not found in {searched}. {manual_hint(model, target_dir, advice.alternative)}")
+    return download_file(model, target_dir, progress=progress, alternative=advice.alternative)
 
 
-def _manual_hint(model: ModelFile, folder: Path) -> str:
+def manual_hint(model: ModelFile, folder: Path, alternative: str = "") -> str:
+    """Where to get the file by hand and where to put it (plus the front end's other way to give it)."""
     checksum = f" (sha256 {model.sha256})" if model.sha256 else ""
-    alternative = f", or {model.override_hint}" if model.override_hint else ""
-    return f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}{alternative}."
+    other = f", {alternative}" if alternative else ""
+    return f"Download {model.url}{checksum} by hand and put it at {folder / model.filename}{other}."
 
 
-def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Download ``model`` into ``target_dir``; verify size and sha256; rename into place only when right.
+def download_file(
+    model: ModelFile, target_dir: str | os.PathLike, *, progress: bool = True, timeout: float = 60.0, alternative: str = ""
+) -> Path:
+    """Download ``model`` into ``target_dir``; verify size, sha256 and ``model.verify``; rename into place only when right.
 
     A lock file next to the target makes processes that need the file at the
     same moment download it once: the others wait, then find it. Whoever holds
@@ -133,6 +154,7 @@ def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: 
 
     target_dir = Path(target_dir)
     target = target_dir / model.filename
+    hint = manual_hint(model, target_dir, alternative)
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target_dir / f".{model.filename}.lock")):
@@ -140,27 +162,31 @@ def download_file(model: ModelFile, target_dir: str | os.PathLike, *, progress: 
                 return target  # another process finished it while this one waited
             for stale in target_dir.glob(f".{model.filename}.*.part"):
                 stale.unlink(missing_ok=True)
-            return _download_locked(model, target_dir, target, progress, timeout)
+            return _download_locked(model, target, progress, timeout, hint)
     except OSError as error:
-        raise DownloadError(f"Cannot write to {target_dir} ({error}). {_manual_hint(model, target_dir)}") from None
+        raise DownloadError(f"Cannot write to {target_dir} ({error}). {hint}") from None
 
 
-def _download_locked(model: ModelFile, target_dir: Path, target: Path, progress: bool, timeout: float) -> Path:
-    handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target_dir)
+def _download_locked(model: ModelFile, target: Path, progress: bool, timeout: float, hint: str) -> Path:
+    handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
     partial = Path(partial_name)
     logger.info("Downloading %s to %s", model.url, target)
     try:
         with os.fdopen(handle, "wb") as out:
-            digest, received = _fetch(model, out, target_dir, progress, timeout)
+            digest, received = _fetch(model, out, progress, timeout, hint)
         if model.size is not None and received != model.size:
-            raise DownloadError(
-                f"Download of {model.url} stopped after {received} of {model.size} bytes. {_manual_hint(model, target_dir)}"
-            )
+            raise DownloadError(f"Download of {model.url} stopped after {received} of {model.size} bytes. {hint}")
         if model.sha256 is not None and digest != model.sha256:
             raise DownloadError(
                 f"Downloaded {model.url} but its sha256 is {digest}, not the published {model.sha256}: "
-                f"the file was damaged or replaced, and was deleted. {_manual_hint(model, target_dir)}"
+                f"the file was damaged or replaced, and was deleted. {hint}"
             )
+        if model.verify is not None:
+            try:
+                model.verify(partial)
+            except (WeightsError, ValueError, OSError) as error:
+                message = f"Downloaded {model.url}, but it is not the expected file ({error}); it was deleted. {hint}"
+                raise DownloadError(message) from None
         move_into_place(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -168,26 +194,32 @@ def _download_locked(model: ModelFile, target_dir: Path, target: Path, progress:
     return target
 
 
-def _fetch(model: ModelFile, out, target_dir: Path, progress: bool, timeout: float) -> tuple[str, int]:
+# Where neither the model nor the server says how large a file is, no download may exceed this.
+MAX_UNKNOWN_SIZE = 1 << 30
+
+
+def _fetch(model: ModelFile, out, progress: bool, timeout: float, hint: str) -> tuple[str, int]:
+    """Stream the file into ``out``; never more bytes than expected (the model's size, else the server's)."""
     digest = hashlib.sha256()
     received = 0
     request = urllib.request.Request(model.url, headers={"User-Agent": "sd-webui-codeformer"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or model.size
-            with _progress_bar(total, model.filename, progress) as bar:
-                while chunk := response.read(CHUNK):
+            announced = int(response.headers.get("Content-Length") or 0) or None
+            limit = model.size or announced or MAX_UNKNOWN_SIZE
+            with _progress_bar(limit, model.filename, progress) as bar:
+                while chunk := response.read(min(CHUNK, limit + 1 - received)):
+                    received += len(chunk)
+                    if received > limit:
+                        raise DownloadError(f"Download of {model.url} sent more than the expected {limit} bytes; stopped. {hint}")
                     out.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as error:
-        raise DownloadError(
-            f"Could not download {model.url}: HTTP {error.code} {error.reason}. {_manual_hint(model, target_dir)}"
-        ) from None
+        raise DownloadError(f"Could not download {model.url}: HTTP {error.code} {error.reason}. {hint}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise DownloadError(f"Could not download {model.url}: {reason}. {_manual_hint(model, target_dir)}") from None
+        raise DownloadError(f"Could not download {model.url}: {reason}. {hint}") from None
     return digest.hexdigest(), received
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,29 +93,19 @@ def test_16_bit_png_round_trip(tmp_path, astronaut, small_weights_file):
 
 
 def test_interrupted_run_leaves_no_partial_files_and_resumes(photos, tmp_path, small_weights_file, monkeypatch):
-    from lib_codeformer.storage import images as files
+    from lib_codeformer.storage import atomic
 
     out = tmp_path / "out"
-    real_write = files.write_image
-    calls = []
+    real_move = atomic.move_into_place
+    moves = []
 
-    def interrupt_second(path, pixels, like):
-        calls.append(path)
-        if len(calls) == 2:
-            real_encode = files._write_with_pillow
+    def interrupt_second(temporary, target):
+        moves.append(target)
+        if len(moves) == 2:  # Ctrl+C while the second result is being written: its bytes are in the temporary file
+            raise KeyboardInterrupt
+        real_move(temporary, target)
 
-            def broken(target, *a):
-                Path(target).write_bytes(b"half")
-                raise KeyboardInterrupt
-
-            monkeypatch.setattr(files, "_write_with_pillow", broken)
-            try:
-                return real_write(path, pixels, like)
-            finally:
-                monkeypatch.setattr(files, "_write_with_pillow", real_encode)
-        return real_write(path, pixels, like)
-
-    monkeypatch.setattr("lib_codeformer.storage.images.write_image", interrupt_second)
+    monkeypatch.setattr(atomic, "move_into_place", interrupt_second)
     args = (str(photos), "--recursive", "--output", str(out), "--weights", str(small_weights_file))
     assert run(*args) == 130
     leftovers = [p for p in out.rglob("*") if p.is_file()]
@@ -122,9 +114,59 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(photos, tmp_path, s
         assert not written.name.endswith(".part")
         with Image.open(written) as image:
             image.load()
-    monkeypatch.setattr("lib_codeformer.storage.images.write_image", real_write)
+    monkeypatch.setattr(atomic, "move_into_place", real_move)
     assert run(*args, "--skip-existing") == 1  # only broken.png fails
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.png", "b.jpg", "c.webp"]
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(photos, tmp_path, small_weights_file, capsys):
+    """SIGKILL leaves no chance to clean up; the next run removes our temporaries whose writer is gone."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    killed = out / "sub" / f".b.jpg.codeformer-{int(dead)}-x1y2.part"
+    killed.write_bytes(b"half a jpeg")
+    live = out / f".a.png.codeformer-{os.getpid()}-z9.part"  # another run, still writing
+    live.write_bytes(b"in progress")
+    foreign = out / ".notes.part"  # not ours
+    foreign.write_bytes(b"keep")
+    assert run(str(photos / "a.png"), "--output", str(out), "--weights", str(small_weights_file)) == 0
+    assert not killed.exists() and live.exists() and foreign.exists()
+    assert "left by an interrupted run" in capsys.readouterr().err
+
+
+def test_sigterm_cleans_up_like_ctrl_c(photos, tmp_path, small_weights_file):
+    out = tmp_path / "out"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys, time\n"
+        "from lib_codeformer.storage import atomic\n"
+        "real = atomic.move_into_place\n"
+        "def slow(temporary, target):\n"
+        "    print('WRITING', flush=True)\n"
+        "    time.sleep(2)\n"
+        "    real(temporary, target)\n"
+        "atomic.move_into_place = slow\n"
+        "from lib_codeformer.frontends.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    command = [sys.executable, str(driver), "restore", str(photos / "a.png"), "--output", str(out), "--quiet"]
+    command += ["--detector", "yunet", "--weights", str(small_weights_file)]
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "WRITING"
+        process.send_signal(signal.SIGTERM)
+        printed, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "0 skipped" in printed
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert all(not p.name.endswith(".part") for p in written)  # the write under way finished whole, or left nothing
+    for path in written:
+        with Image.open(path) as image:
+            image.load()
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):

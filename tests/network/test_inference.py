@@ -41,8 +41,8 @@ def test_non_finite_low_precision_output_is_recomputed_in_fp32(small_model, smal
 
     monkeypatch.setattr(inference, "_forward", overflowing_forward)
     with caplog.at_level(logging.WARNING):
-        result = restore_aligned(small_model, faces, 0.5, precision="fp16")
-    assert calls == ["fp16", "fp32"]
+        result = restore_aligned(small_model, faces, 0.5, precision="bf16")
+    assert calls == ["bf16", "fp32"]
     assert "recomputing" in caplog.text
     torch.testing.assert_close(result, restore_aligned(small_model, faces, 0.5), rtol=0, atol=0)
 
@@ -50,3 +50,18 @@ def test_non_finite_low_precision_output_is_recomputed_in_fp32(small_model, smal
 def test_unknown_precision_is_refused(small_model, small_faces):
     with pytest.raises(ValueError, match="fp32, bf16, fp16"):
         restore_aligned(small_model, small_faces[:1], precision="int8")
+
+
+def test_fp16_on_the_cpu_where_this_torch_cannot_autocast_it(small_model, small_faces):
+    """torch 2.1 (AUTOMATIC1111's) autocasts the CPU to bfloat16 only: fp16 is refused up front, saying why."""
+    from lib_codeformer import FaceRestorer
+    from lib_codeformer.compat import autocast_supports
+
+    if autocast_supports("cpu", torch.float16):
+        assert restore_aligned(small_model, small_faces[:1], 0.5, precision="fp16").dtype == torch.float32
+        assert FaceRestorer(small_model, device="cpu", precision="fp16").precision == "fp16"
+    else:
+        with pytest.raises(ValueError, match="fp16 cannot run on cpu"):
+            restore_aligned(small_model, small_faces[:1], 0.5, precision="fp16")
+        with pytest.raises(ValueError, match="fp16 cannot run on cpu"):
+            FaceRestorer(small_model, device="cpu", precision="fp16")

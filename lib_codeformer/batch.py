@@ -1,0 +1,52 @@
+"""Restoring many files: which input goes to which output, and one file's bytes in and out.
+
+Shared by the local command line and the Ray backend, so that both make the
+same decisions (names, clashes, what is never overwritten) and write the
+same bytes for the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from .restorer import FaceRestorer, RestoreResult
+from .storage.images import check_writable, decode_image, encode_image
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes, relative to the output root."""
+
+    source: Any  # a local Path, or a location string of another storage
+    relative: PurePath  # the result's path under the output root
+
+
+class OutputClash(ValueError):
+    """Two inputs would be written to the same output; the message names both."""
+
+
+def check_no_clashes(jobs: Iterable[Job], output_root: str) -> None:
+    """OutputClash naming the first two inputs whose results would share a path (compared as case-insensitive
+    file systems compare it, so a run behaves the same on every system)."""
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        key = job.relative.as_posix().casefold()
+        first = seen.setdefault(key, job)
+        if first is not job:
+            raise OutputClash(
+                f"{first.source} and {job.source} would both be written to {output_root}/{job.relative.as_posix()}; "
+                "restore them in separate runs (or to separate --output folders), or rename one"
+            )
+
+
+def restore_encoded(
+    restorer: FaceRestorer, data: bytes, options: dict[str, Any], max_pixels: int | None
+) -> tuple[bytes, RestoreResult]:
+    """One image file's bytes to its result's bytes (same format and metadata), and what was done."""
+    loaded = decode_image(data, max_pixels)
+    check_writable(loaded)
+    result = restorer.restore(loaded.pixels, **options)
+    return encode_image(result.image, loaded), result
