@@ -1,22 +1,14 @@
 // CodeFormer extension: a before/after comparison on the Extras result, and tooltips for its controls.
 // Works with the gradio 3 (AUTOMATIC1111, SD.Next) and gradio 4 (Forge) front ends: it only reads
 // element ids and plain <img> tags. Every global name starts with codeformerExt; nothing runs at load
-// time but the registration of one UI-update callback.
+// time but the registration of one UI-update callback. The help texts come from codeformer_options.js,
+// generated from the options the Python side defines (one wording everywhere).
+//
+// The comparison lets every click through to the result image except on the divider's handle: the
+// WebUI opens its full-size viewer from a click listener on the <img> itself, so an overlay that caught
+// clicks would stop it (seen in AUTOMATIC1111 1.10 and Forge).
 
 const codeformerExtPrefix = "codeformer_ext_";
-
-const codeformerExtTooltips = {
-    fidelity: "0 rebuilds the face from CodeFormer's codebook (cleanest); 1 keeps the most of the input (most faithful).",
-    visibility: "Blend the whole restored image with the input: 1 shows only the result.",
-    detector: "retinaface_resnet50: what AUTOMATIC1111 uses. yunet: built in, no download.",
-    confidence: "Faces the detector is less sure of are ignored. 0: the detector's default.",
-    faces: "all faces, only the largest, or only the one nearest the centre.",
-    max_faces: "Restore at most this many faces, the largest first (0: no limit).",
-    min_face_size: "Ignore faces smaller than this many pixels.",
-    blend: "Per-face strength: 1 pastes the restored face, 0.5 mixes it with the original.",
-    mask: "box: soft-edged square. parsing: only the face's parts (keeps hair and background).",
-    color_correction: "Give the restored face the original face's colours.",
-};
 
 function codeformerExtRoot() {
     return typeof gradioApp === "function" ? gradioApp() : document;
@@ -24,7 +16,8 @@ function codeformerExtRoot() {
 
 // Put each control's explanation in a native tooltip (title) on the control.
 function codeformerExtApplyTooltips(root) {
-    for (const [key, text] of Object.entries(codeformerExtTooltips)) {
+    if (typeof codeformerExtHelp !== "object") return;
+    for (const [key, text] of Object.entries(codeformerExtHelp)) {
         for (const element of root.querySelectorAll(`[id^="${codeformerExtPrefix}"][id$="_${key}"]`)) {
             if (element.title !== text) element.title = text;
         }
@@ -46,7 +39,7 @@ function codeformerExtAttachCompare(afterImage, beforeSource) {
         widget.className = "codeformer-ext-compare";
         widget.innerHTML = '<img class="codeformer-ext-before" alt="before" draggable="false">' +
             '<div class="codeformer-ext-divider" role="slider" tabindex="0" aria-label="before / after" ' +
-            'aria-valuemin="0" aria-valuemax="100"><span>before | after</span></div>';
+            'aria-valuemin="0" aria-valuemax="100"><span class="codeformer-ext-label">before | after</span></div>';
         if (getComputedStyle(holder).position === "static") holder.style.position = "relative";
         holder.appendChild(widget);
         codeformerExtBindDrag(widget);
@@ -54,6 +47,7 @@ function codeformerExtAttachCompare(afterImage, beforeSource) {
     }
     widget.querySelector(".codeformer-ext-before").src = beforeSource;
     codeformerExtFit(widget, afterImage);
+    codeformerExtSetPosition(widget, parseFloat(widget.dataset.position));
     return widget;
 }
 
@@ -80,27 +74,38 @@ function codeformerExtSetPosition(widget, percent) {
     const divider = widget.querySelector(".codeformer-ext-divider");
     divider.style.left = `${clamped}%`;
     divider.setAttribute("aria-valuenow", clamped.toFixed(0));
+    codeformerExtPlaceLabel(widget, clamped);
+}
+
+// Centre the label on the divider, but never past the image's edges (where it would be cut off).
+function codeformerExtPlaceLabel(widget, percent) {
+    const label = widget.querySelector(".codeformer-ext-label");
+    const divider = widget.querySelector(".codeformer-ext-divider");
+    const width = widget.clientWidth, labelWidth = label.offsetWidth;
+    const centre = Math.max(labelWidth / 2, Math.min(width - labelWidth / 2, (width * percent) / 100));
+    label.style.left = `${centre - labelWidth / 2 - divider.offsetLeft}px`;  // the label is placed within the divider
 }
 
 function codeformerExtBindDrag(widget) {
+    const handle = widget.querySelector(".codeformer-ext-divider");
     const follow = (event) => {
         const rect = widget.getBoundingClientRect();
         if (rect.width > 0) codeformerExtSetPosition(widget, ((event.clientX - rect.left) / rect.width) * 100);
     };
-    widget.addEventListener("pointerdown", (event) => {
-        widget.dataset.dragging = "1";
-        if (widget.setPointerCapture && event.pointerId !== undefined) {
-            try { widget.setPointerCapture(event.pointerId); } catch (error) { /* synthetic events have no capture */ }
+    handle.addEventListener("pointerdown", (event) => {
+        handle.dataset.dragging = "1";
+        if (handle.setPointerCapture && event.pointerId !== undefined) {
+            try { handle.setPointerCapture(event.pointerId); } catch (error) { /* synthetic events have no capture */ }
         }
-        follow(event);
         event.preventDefault();
         event.stopPropagation();
     });
-    widget.addEventListener("pointermove", (event) => { if (widget.dataset.dragging === "1") follow(event); });
-    const stop = () => { delete widget.dataset.dragging; };
-    widget.addEventListener("pointerup", stop);
-    widget.addEventListener("pointercancel", stop);
-    widget.querySelector(".codeformer-ext-divider").addEventListener("keydown", (event) => {
+    handle.addEventListener("pointermove", (event) => { if (handle.dataset.dragging === "1") follow(event); });
+    const stop = () => { delete handle.dataset.dragging; };
+    handle.addEventListener("pointerup", stop);
+    handle.addEventListener("pointercancel", stop);
+    handle.addEventListener("click", (event) => event.stopPropagation()); // a drag's click is not a click on the image
+    handle.addEventListener("keydown", (event) => {
         const step = event.shiftKey ? 10 : 2;
         const now = parseFloat(widget.dataset.position);
         if (event.key === "ArrowLeft") codeformerExtSetPosition(widget, now - step);
@@ -114,7 +119,7 @@ function codeformerExtBindDrag(widget) {
 function codeformerExtUpdate() {
     const root = codeformerExtRoot();
     codeformerExtApplyTooltips(root);
-    const result = root.querySelector("#extras_gallery .preview img, #extras_gallery img");
+    const result = root.querySelector("#extras_gallery .preview img:not(.codeformer-ext-before), #extras_gallery img:not(.codeformer-ext-before)");
     const source = root.querySelector("#extras_image img");
     const existing = root.querySelector("#extras_gallery .codeformer-ext-compare");
     if (!result || !source || !source.src || !codeformerExtEnabled(root)) {

@@ -9,6 +9,7 @@ script class it finds in this module's namespace, an imported base class too.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
@@ -30,7 +31,9 @@ logger = logging.getLogger("codeformer")
 
 EXTENSION_NAME = "CodeFormer (extension)"
 BUILTIN_NAME = "CodeFormer"
-SECTION = ("codeformer", "CodeFormer")  # two parts: SD.Next reads a third one differently
+SECTION = ("codeformer", "CodeFormer")  # two parts: SD.Next reads a third one differently (category first)
+# AUTOMATIC1111 and Forge file settings sections under categories; Face restoration is in "postprocessing".
+CATEGORY = "postprocessing"
 TAKEOVER = "codeformer_takeover"
 SETTING = codeformer_webui.settings_keys()
 
@@ -124,16 +127,23 @@ _FaceRestorationBase = face_restoration.FaceRestoration if face_restoration is n
 
 
 class CodeFormerFaceRestorer(_FaceRestorationBase):
-    """The host's face restorer interface, over the extension's pipeline."""
+    """The host's face restorer interface, over the extension's pipeline, under one of its two names."""
 
     codeformer_extension = True
 
+    def __init__(self, listed_as: str) -> None:
+        self.listed_as = listed_as
+
     def name(self) -> str:
-        return BUILTIN_NAME if _takeover() else EXTENSION_NAME
+        return self.listed_as
 
     def restore(self, np_image: np.ndarray, p=None, w: float | None = None) -> np.ndarray:
-        """AUTOMATIC1111 passes the image; SD.Next adds ``p``; the built-in Extras step passes ``w``."""
-        if runtime.panel() is not None:  # the panel restores this generation's images itself
+        """AUTOMATIC1111 passes the image; SD.Next adds ``p``; the built-in Extras step (and other extensions) pass ``w``.
+
+        Only a generation's "Restore faces" (no ``w``) is left to the panel when the panel is on for this
+        generation: a stale panel state (a generation that raised) never swallows an Extras or API call.
+        """
+        if w is None and runtime.panel() is not None:  # the panel restores this generation's images itself
             return np_image
         values = {}
         if w is not None:
@@ -148,7 +158,12 @@ class CodeFormerFaceRestorer(_FaceRestorationBase):
 
 
 def register_face_restorer() -> None:
-    """Put our restorer in the host's list; idempotent (Reload UI imports this module again)."""
+    """Put our restorer in the host's list, keeping the host's order; idempotent (Reload UI imports this again).
+
+    "CodeFormer (extension)" is always listed (at the end); with the takeover on, our restorer also takes the
+    built-in's place under its name "CodeFormer". So either name selected as the face restoration model
+    keeps working whatever the takeover setting.
+    """
     restorers = getattr(shared, "face_restorers", None)
     if restorers is None:
         return
@@ -156,21 +171,23 @@ def register_face_restorer() -> None:
         from modules import codeformer_model
     except ImportError:
         codeformer_model = None
-    restorers[:] = [r for r in restorers if not getattr(r, "codeformer_extension", False)]
-    builtin = next((r for r in restorers if r.name() == BUILTIN_NAME), None) or runtime.host_state.get("builtin")
-    runtime.host_state["builtin"] = builtin
-    ours = CodeFormerFaceRestorer()
-    if _takeover():
-        index = restorers.index(builtin) if builtin in restorers else len(restorers)
-        restorers[index : index + 1] = [ours]
-        if codeformer_model is not None:
-            codeformer_model.codeformer = ours
-    else:
-        if builtin is not None and builtin not in restorers:
-            restorers.append(builtin)
-        restorers.append(ours)
-        if codeformer_model is not None and builtin is not None:
-            codeformer_model.codeformer = builtin
+    state = runtime.host_state
+    listed = [r for r in restorers if not getattr(r, "codeformer_extension", False)]
+    builtin = next((r for r in listed if r.name() == BUILTIN_NAME), None) or state.get("builtin")
+    if builtin is not None and builtin in listed:
+        state["builtin"], state["builtin_index"] = builtin, listed.index(builtin)
+    elif builtin is not None:
+        listed.insert(min(state.get("builtin_index", len(listed)), len(listed)), builtin)
+    takeover = _takeover()
+    ours = CodeFormerFaceRestorer(BUILTIN_NAME)
+    if takeover:
+        if builtin is not None:
+            listed[listed.index(builtin)] = ours
+        else:
+            listed.append(ours)
+    restorers[:] = [*listed, CodeFormerFaceRestorer(EXTENSION_NAME)]
+    if codeformer_model is not None:
+        codeformer_model.codeformer = ours if takeover or builtin is None else builtin
 
 
 def _extras_image(image) -> Image.Image:
@@ -188,6 +205,7 @@ class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
 
     def process_firstpass(self, pp, **values):
         runtime.take_last()  # forget restorations made elsewhere; only this image's count below
+        runtime.begin_generation(None)  # no generation is running on this thread: no panel state may linger
 
     def process(self, pp, **values):
         """Called by the host for each image; API callers leave controls as None, which means disabled."""
@@ -253,7 +271,11 @@ def _input_accordion():
 
 
 def on_ui_settings() -> None:
+    takes_category = "category_id" in inspect.signature(shared.OptionInfo).parameters
+
     def add(key, default, label, component=None, component_args=None, **extra):
+        if takes_category:
+            extra["category_id"] = CATEGORY
         info = shared.OptionInfo(default, label, component, component_args, section=SECTION, **extra)
         shared.opts.add_option(key, info)
 
@@ -296,7 +318,19 @@ def on_ui_settings() -> None:
     )
 
 
+def _api_enabled() -> bool:
+    """The WebUI serves an API only with --api (or API-only with --nowebui); SD.Next always does (its --api defaults on)."""
+    return bool(_cmd("api", False) or _cmd("nowebui", False))
+
+
+def _max_pixels() -> int:
+    return int(_settings()["max_pixels"] or codeformer_options.DEFAULT_MAX_PIXELS)
+
+
 def on_app_started(demo, app) -> None:
+    if not _api_enabled():
+        logger.info("CodeFormer: the /codeformer/v1 API routes are not added: the WebUI runs without --api")
+        return
     if any(getattr(route, "path", "").startswith("/codeformer/v1/") for route in app.routes):
         return
     from modules import call_queue
@@ -304,7 +338,8 @@ def on_app_started(demo, app) -> None:
     from lib_codeformer.frontends import http_api as api
 
     # --api-auth protects the WebUI's own API; routes an extension adds get nothing unless it adds it.
-    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock, auth=api.parse_api_auth(_cmd("api_auth")))
+    auth = api.parse_api_auth(_cmd("api_auth"))
+    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock, max_pixels=_max_pixels, auth=auth)
 
 
 register_face_restorer()

@@ -31,9 +31,21 @@ HOST_MODULES = ("modules", "modules_forge", "launch")
 
 
 class OptionInfo:
-    def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None, **_):
+    """AUTOMATIC1111 1.10's and Forge's: sections are filed under a category (modules/options.py)."""
+
+    def __init__(
+        self, default=None, label="", component=None, component_args=None, onchange=None, section=None, category_id=None
+    ):
         self.default, self.label, self.component, self.component_args = default, label, component, component_args
-        self.onchange, self.section = onchange, section
+        self.onchange, self.section, self.category_id = onchange, section, category_id
+
+
+class SDNextOptionInfo:
+    """SD.Next's before 2025 (no category_id keyword: passing one is a TypeError); sections are flat there."""
+
+    def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None):
+        self.default, self.label, self.component, self.component_args = default, label, component, component_args
+        self.onchange, self.section, self.category_id = onchange, section, None
 
 
 class Options:
@@ -73,14 +85,15 @@ class State:
             self.progress_log.append((value, self.sampling_steps))
 
 
-class BuiltinCodeFormer:
-    """The host's own CodeFormer restorer: marks what it touched so tests can tell it ran."""
+class BuiltinRestorer:
+    """One of the host's own face restorers: counts its calls so tests can tell it ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self.calls = 0
+        self.listed_as = name
 
     def name(self):
-        return "CodeFormer"
+        return self.listed_as
 
     def restore(self, np_image, w=None):
         self.calls += 1
@@ -112,7 +125,8 @@ class FakeHost:
         self.prepare_free_memory_calls = 0
         self.pip_calls: list[str] = []
         self.installed: set[str] = set()
-        self.builtin = BuiltinCodeFormer() if variant != "sdnext" else None
+        self.builtin = BuiltinRestorer("CodeFormer") if variant != "sdnext" else None
+        self.gfpgan = BuiltinRestorer("GFPGAN") if variant != "sdnext" else None
         self.modules = self._build(cmd or {})
 
     # Building the modules.
@@ -126,7 +140,9 @@ class FakeHost:
             made[name] = mod
             return mod
 
-        cmd_opts = types.SimpleNamespace(use_cpu=[], codeformer_models_path=None, gfpgan_models_path=None, api_auth=None)
+        cmd_opts = types.SimpleNamespace(
+            use_cpu=[], codeformer_models_path=None, gfpgan_models_path=None, api_auth=None, api=True, nowebui=False
+        )
         if self.variant == "forge":
             cmd_opts.always_cpu = False
         cmd_opts.__dict__.update(cmd)
@@ -135,10 +151,10 @@ class FakeHost:
             opts=Options(),
             cmd_opts=cmd_opts,
             state=State(),
-            OptionInfo=OptionInfo,
+            OptionInfo=SDNextOptionInfo if self.variant == "sdnext" else OptionInfo,
         )
         if self.variant != "sdnext":
-            shared.face_restorers = [self.builtin]
+            shared.face_restorers = [self.builtin, self.gfpgan]  # AUTOMATIC1111's start-up order
 
         class Script:
             pass

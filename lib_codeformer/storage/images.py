@@ -39,9 +39,12 @@ from .atomic import atomic_write_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 # Formats read here; anything else (ICO, which can wrap a PNG larger than its header says, for one) is refused.
-READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (phones' multi-picture JPEGs)
+# JPEG covers MPO (phones' multi-picture JPEGs); an animated GIF or WebP gives its first frame, with a note.
+READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 ORIENTATION = 0x0112
 JPEG_QUALITY = 95
+# Decoded by OpenCV, into the pipeline's array directly (CMYK JPEGs excepted, for their colour profile).
+_OPENCV_DECODES = ("PNG", "JPEG", "WEBP", "BMP")
 # TIFF tags carried from input to output (besides resolution, the ICC profile and orientation). A TIFF's other
 # tags describe its own layout (strip offsets, sizes...) and must not be copied into a new file.
 _TIFF_TAGS = {270: "description", 271: "make", 272: "model", 305: "software", 306: "datetime", 315: "artist", 33432: "copyright"}
@@ -49,6 +52,10 @@ _TIFF_TAGS = {270: "description", 271: "make", 272: "model", 305: "software", 30
 
 class ImageFileError(ValueError):
     """A file that is not a readable image, or a result that cannot be written in the input's format."""
+
+
+class ImageTooLarge(ImageFileError):
+    """An image over the pixel limit (found from its header, before decoding)."""
 
 
 @dataclass
@@ -101,12 +108,12 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> LoadedImage:
         with Image.open(io.BytesIO(data), formats=READABLE_FORMATS) as opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
-                raise ImageFileError(f"{width} x {height} pixels is over the limit of {max_pixels} (--max-pixels)")
+                raise ImageTooLarge(f"{width} x {height} pixels is over the limit of {max_pixels} pixels")
             return _decode_opened(opened, data)
     except ImageFileError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageFileError(f"too large to decode safely ({error})") from None
+        raise ImageTooLarge(f"too large to decode safely ({error})") from None
     except Image.UnidentifiedImageError:
         raise ImageFileError(f"not a readable image (formats read: {', '.join(READABLE_FORMATS)})") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, MemoryError) as error:
@@ -116,18 +123,19 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> LoadedImage:
 def _decode_opened(opened: Image.Image, data: bytes) -> LoadedImage:
     image_format = "JPEG" if opened.format == "MPO" else opened.format  # a phone's MPO is a JPEG with extra frames
     metadata, notes = _metadata(opened, image_format, data)
+    frames = getattr(opened, "n_frames", 1)
+    if frames > 1 and opened.format != "MPO":
+        notes.append(f"animated image: only the first of its {frames} frames was restored")
     orientation = metadata.pop("orientation", 1)
     if image_format == "TIFF":  # libtiff, and some Pillow versions, turn TIFFs by their orientation themselves
         data = _tiff_without_orientation(data)
-    if _sixteen_bit(opened, data):
-        pixels = _decode_with_opencv(data)
-    elif image_format == "TIFF":
-        with Image.open(io.BytesIO(data), formats=["TIFF"]) as stored:
-            pixels = _pillow_array(stored) if stored.mode != "CMYK" else np.array(_cmyk_to_rgb(stored, metadata, notes))
-    elif opened.mode == "CMYK":
+    if opened.mode == "CMYK":
         pixels = np.array(_cmyk_to_rgb(opened, metadata, notes))
-    else:
-        pixels = _pillow_array(opened)
+    elif _sixteen_bit(opened, data) or image_format in _OPENCV_DECODES:
+        pixels = _decode_with_opencv(data)  # straight into one array: Pillow's decode plus a copy would be two
+    else:  # 8-bit TIFF (OpenCV would premultiply an unassociated alpha) and GIF
+        with Image.open(io.BytesIO(data), formats=[opened.format]) as stored:
+            pixels = _pillow_array(stored)
     pixels = apply_orientation(pixels, orientation)
     if orientation != 1:
         notes.append(f"turned upright by its EXIF orientation ({orientation})")
@@ -184,7 +192,7 @@ def _decode_with_opencv(data: bytes) -> np.ndarray:
         gray, alpha = pixels[:, :, 0], pixels[:, :, 1]
         pixels = np.dstack([gray, gray, gray, alpha])
     elif pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB, dst=pixels)
     return pixels
 
 
@@ -285,6 +293,11 @@ def check_writable(loaded: LoadedImage) -> None:
         raise ImageFileError(
             f"{loaded.format} files can be read but not written here; convert the input to PNG or TIFF first"
         )
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Any pipeline array as a PNG of its own depth (16-bit arrays as 16-bit PNG)."""
+    return encode_image(pixels, LoadedImage(pixels, "PNG"))
 
 
 def encode_image(pixels: np.ndarray, like: LoadedImage) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_truncated_and_mislabelled_files():
         api.decode_image(base64.b64encode(png[: len(png) // 2]).decode())
     assert truncated.value.status_code == 400
     jpeg_as_anything = encode(Image.new("RGB", (32, 32), "blue"), "JPEG")
-    assert api.decode_image("data:image/png;base64," + jpeg_as_anything)[0].size == (32, 32)  # the label does not matter
+    assert api.decode_image("data:image/png;base64," + jpeg_as_anything)[0].shape == (32, 32, 3)  # the label does not matter
 
 
 def test_animated_gif_first_frame_and_a_note():
@@ -50,19 +51,30 @@ def test_animated_gif_first_frame_and_a_note():
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     image, notes = api.decode_image(base64.b64encode(buffer.getvalue()).decode())
-    assert image.mode == "RGB" and image.size == (40, 30)
+    assert image.shape == (30, 40, 3)
     assert notes == ["animated image: only the first of its 3 frames was restored"]
 
 
-@pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "I;16", "1"])
-def test_unusual_modes_become_rgb_or_rgba(mode):
+@pytest.mark.parametrize(
+    ("mode", "shape", "dtype"),
+    [
+        ("CMYK", (16, 16, 3), np.uint8),
+        ("P", (16, 16, 3), np.uint8),
+        ("LA", (16, 16, 4), np.uint8),
+        ("1", (16, 16), np.uint8),  # 1-bit is gray
+        ("I;16", (16, 16), np.uint16),
+    ],
+)
+def test_unusual_modes_become_what_the_pipeline_takes(mode, shape, dtype):
     if mode == "I;16":  # Pillow 9.5 (AUTOMATIC1111's) cannot convert RGB to I;16
         source = Image.fromarray(np.full((16, 16), 40000, np.uint16))
     else:
         source = Image.new("RGB", (16, 16), (200, 100, 50)).convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     image, _ = api.decode_image(encode(source, fmt))
-    assert image.mode == ("RGBA" if mode == "LA" else "RGB")
+    assert image.shape == shape and image.dtype == dtype
+    if mode == "I;16":  # 16-bit gray came back nearly all white (clipped to 8 bits)
+        assert (image == 40000).all()
 
 
 def test_exif_rotated_jpeg_is_turned_upright():
@@ -70,7 +82,7 @@ def test_exif_rotated_jpeg_is_turned_upright():
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: the viewer turns it 90 degrees
     image, notes = api.decode_image(encode(tall, "JPEG", exif=exif.tobytes()))
-    assert image.size == (40, 20) and "EXIF orientation (6)" in notes[0]
+    assert image.shape[:2] == (20, 40) and "EXIF orientation (6)" in notes[0]
 
 
 def test_icc_profile_image_decodes():
@@ -78,7 +90,7 @@ def test_icc_profile_image_decodes():
 
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     image, _ = api.decode_image(encode(Image.new("RGB", (8, 8)), "PNG", icc_profile=profile))
-    assert image.size == (8, 8)
+    assert image.shape == (8, 8, 3)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,7 +101,7 @@ def test_fuzz_decoding_raises_only_4xx(data):
     except HTTPException as error:
         assert error.status_code in (400, 413)
     else:
-        assert image.mode in ("RGB", "RGBA")
+        assert image.dtype in (np.uint8, np.uint16) and image.ndim in (2, 3)
 
 
 def _app() -> TestClient:
@@ -143,3 +155,65 @@ def test_fuzz_api_bodies_never_5xx(body):
 def test_fuzz_raw_bodies_never_5xx(raw):
     response = CLIENT.post("/codeformer/v1/restore", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code < 500
+
+
+def post(body: dict | str | bytes):
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return CLIENT.post("/codeformer/v1/restore", content=content, headers={"Content-Type": "application/json"})
+
+
+def test_deeply_nested_body_is_a_400_not_a_500():
+    assert post("[" * 100_000 + "]" * 100_000).status_code in (400, 422)
+    assert post('{"image": ' + "[" * 100_000 + "]" * 100_000 + "}").status_code in (400, 422)
+
+
+def test_option_combinations_are_a_422_like_single_options():
+    response = post({"image": SMALL_PNG, "min_face_size": 300, "max_face_size": 100})
+    assert response.status_code == 422 and "max_face_size must be >= min_face_size" in response.text
+
+
+def test_base64_with_line_breaks_as_the_base64_tool_prints_it():
+    wrapped = "\n".join(SMALL_PNG[i : i + 76] for i in range(0, len(SMALL_PNG), 76)) + "\n"
+    assert post({"image": wrapped}).status_code == 200
+
+
+def test_an_icon_wrapping_a_large_png_is_refused_before_decoding():
+    """An ICO's directory can claim 256 x 256 while the PNG inside is far larger: such formats are not decoded."""
+    response = post({"image": encode(Image.new("RGB", (64, 64)), "ICO")})
+    assert response.status_code == 400 and "not a readable image" in response.text
+
+
+def test_sixteen_bit_gray_comes_back_sixteen_bit():
+    deep = np.tile(np.arange(0, 65536, 257, dtype=np.uint16)[:64], (32, 1))
+    response = post({"image": base64.b64encode(_png16(deep)).decode()})
+    assert response.status_code == 200
+    back = Image.open(io.BytesIO(base64.b64decode(response.json()["image"])))
+    np.testing.assert_array_equal(np.asarray(back).astype(np.uint16), deep)
+
+
+def _png16(gray: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", gray)[1].tobytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak resident set from /proc")
+def test_a_large_request_costs_a_bounded_multiple_of_its_image():
+    """One 8000 x 6000 request peaked at ~5.5x the decoded image in the server; the copies are now dropped early."""
+    from pathlib import Path
+
+    large = np.full((6000, 8000, 3), 120, np.uint8)
+    large[::7] = 30  # not trivially compressible
+    body = json.dumps({"image": api.encode_png(large)}).encode()
+    status = Path("/proc/self/status")
+
+    def kib(field: str) -> int:
+        return int(next(line for line in status.read_text().splitlines() if line.startswith(field)).split()[1])
+
+    post({"image": SMALL_PNG})  # warm up
+    Path("/proc/self/clear_refs").write_text("5")
+    before = kib("VmRSS:")
+    assert post(body).status_code == 200
+    growth = (kib("VmHWM:") - before) * 1024
+    del body
+    assert growth < 3.5 * large.nbytes, f"peak grew by {growth / 2**20:.0f} MiB for a {large.nbytes / 2**20:.0f} MiB image"

@@ -69,7 +69,8 @@ def test_registers_only_its_own_script_classes(host):
 def test_takes_over_the_builtin_codeformer(variant, tmp_path, small_weights_file, monkeypatch, astronaut):
     host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
     restorers = host.shared.face_restorers
-    assert len(restorers) == 1 and ours(host) == restorers and restorers[0].name() == "CodeFormer"
+    assert [r.name() for r in restorers] == ["CodeFormer", "GFPGAN", "CodeFormer (extension)"]  # the host's order kept
+    assert restorers[0] in ours(host) and restorers[1] is host.gfpgan
     assert host.modules["modules.codeformer_model"].codeformer is restorers[0]
     restored = host.restore_faces(astronaut)  # "Restore faces" in txt2img/img2img
     assert not np.array_equal(restored, astronaut) and host.builtin.calls == 0
@@ -79,24 +80,44 @@ def test_takes_over_the_builtin_codeformer(variant, tmp_path, small_weights_file
     host.uninstall()
 
 
-def test_takeover_can_be_turned_off_and_on(a1111, astronaut):
+def test_takeover_off_and_on_keeps_the_hosts_order(a1111, astronaut):
+    """Reported in the real AUTOMATIC1111: after off and on, "CodeFormer" came after "GFPGAN"."""
     a1111.shared.opts.set("codeformer_takeover", False)
-    names = sorted(r.name() for r in a1111.shared.face_restorers)
-    assert names == ["CodeFormer", "CodeFormer (extension)"]
+    assert [r.name() for r in a1111.shared.face_restorers] == ["CodeFormer", "GFPGAN", "CodeFormer (extension)"]
+    assert a1111.shared.face_restorers[0] is a1111.builtin
     assert a1111.modules["modules.codeformer_model"].codeformer is a1111.builtin
     a1111.restore_faces(astronaut)
     assert a1111.builtin.calls == 1
     a1111.shared.opts.set("codeformer_takeover", True)
-    assert [r.name() for r in a1111.shared.face_restorers] == ["CodeFormer"]
-    assert a1111.modules["modules.codeformer_model"].codeformer is ours(a1111)[0]
+    assert [r.name() for r in a1111.shared.face_restorers] == ["CodeFormer", "GFPGAN", "CodeFormer (extension)"]
+    assert a1111.shared.face_restorers[0] in ours(a1111)
+    assert a1111.modules["modules.codeformer_model"].codeformer is a1111.shared.face_restorers[0]
+
+
+@pytest.mark.parametrize("variant", ["a1111", "forge"])
+@pytest.mark.parametrize("takeover", [True, False])
+def test_either_name_keeps_working_whatever_the_takeover(variant, takeover, tmp_path, small_weights_file, monkeypatch, astronaut):
+    """Takeover off, "CodeFormer (extension)" chosen, takeover on again: Restore faces still restores."""
+    host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
+    host.shared.opts.set("codeformer_takeover", not takeover)
+    host.shared.opts.data["face_restoration_model"] = "CodeFormer (extension)"
+    host.shared.opts.set("codeformer_takeover", takeover)
+    assert not np.array_equal(host.restore_faces(astronaut), astronaut)
+    assert host.builtin.calls == 0
+    host.shared.opts.data["face_restoration_model"] = "CodeFormer"
+    restored = host.restore_faces(astronaut)
+    assert host.builtin.calls == (0 if takeover else 1)  # "CodeFormer" is ours with the takeover, else the host's
+    assert np.array_equal(restored, astronaut) is not takeover
+    host.uninstall()
 
 
 def test_reload_is_idempotent(a1111):
     a1111.load_script()
     a1111.load_script()
-    assert len(a1111.shared.face_restorers) == 1 and len(ours(a1111)) == 1
+    assert len(a1111.shared.face_restorers) == 3 and len(ours(a1111)) == 2
     a1111.shared.opts.set("codeformer_takeover", False)
-    assert len(a1111.shared.face_restorers) == 2  # the built-in came back once, not lost in a reload
+    names = [r.name() for r in a1111.shared.face_restorers]
+    assert names == ["CodeFormer", "GFPGAN", "CodeFormer (extension)"]  # the built-in came back once, not lost in a reload
 
 
 def test_extras_step_with_real_values(host, astronaut):
@@ -176,6 +197,10 @@ def test_missing_weights_leave_the_image_and_say_so_once(a1111, astronaut, tmp_p
         "not applied" in p.extra_generation_params["CodeFormer"] and "does not exist" in p.extra_generation_params["CodeFormer"]
     )
     assert caplog.text.count("does not exist") == 1
+    message = p.extra_generation_params["CodeFormer"]
+    # WebUI wording: where to put the file and which setting to fill, not the command line's --weights.
+    assert "Settings > CodeFormer > CodeFormer weights file" in message
+    assert str(a1111.models_path / "Codeformer" / "codeformer.pth") in message and "--weights" not in message
 
 
 def test_settings_section_and_defaults(host):
@@ -194,6 +219,10 @@ def test_settings_section_and_defaults(host):
         "codeformer_fast_conv",
     } <= keys
     assert all(labels[key].section == ("codeformer", "CodeFormer") for key in keys)
+    # Next to Face restoration (AUTOMATIC1111's "postprocessing" category), not under "Uncategorized";
+    # SD.Next files sections flat and an older one refuses the keyword.
+    expected_category = None if host.variant == "sdnext" else "postprocessing"
+    assert all(labels[key].category_id == expected_category for key in keys)
     assert labels["codeformer_fidelity"].default == 0.5
 
 
@@ -519,4 +548,57 @@ def test_builtin_extras_step_gets_our_info(variant, tmp_path, small_weights_file
     ours_step.process_firstpass(later)
     ours_step.process(later, **dict.fromkeys(EXTRAS_CONTROLS))
     assert later.info == {}  # nothing ran for this image: nothing reported
+    host.uninstall()
+
+
+@pytest.mark.parametrize(("cmd", "routes"), [({"api": False}, 0), ({"api": False, "nowebui": True}, 2), ({"api": True}, 2)])
+def test_routes_only_where_the_host_serves_its_api(cmd, routes, tmp_path, small_weights_file, monkeypatch):
+    """Without --api the WebUI has no API (--listen/--share would expose a compute-heavy route --gradio-auth misses)."""
+    host = make_host("a1111", tmp_path, small_weights_file, monkeypatch, **cmd)
+    app = host.start_app()
+    assert sum(getattr(r, "path", "").startswith("/codeformer/v1/") for r in app.routes) == routes
+    host.uninstall()
+
+
+def test_route_follows_the_largest_image_setting(client, host, astronaut):
+    """The limit was fixed at start-up (100 MP) whatever the setting said; it is read per request, from the header."""
+    body = {"image": encode_png(astronaut), "detector": "yunet"}
+    host.shared.opts.data["codeformer_max_pixels"] = 100_000
+    refused = client.post("/codeformer/v1/restore", json=body)
+    assert refused.status_code == 413 and "512 x 512 pixels is over the limit of 100000" in refused.text
+    host.shared.opts.data["codeformer_max_pixels"] = 300_000
+    assert client.post("/codeformer/v1/restore", json=body).status_code == 200
+
+
+def test_request_bodies_over_the_limit_are_refused_before_they_are_read(client, host):
+    from lib_codeformer.frontends.http_api import max_body_bytes
+
+    host.shared.opts.data["codeformer_max_pixels"] = 10_000
+    limit = max_body_bytes(10_000)
+    declared = client.post("/codeformer/v1/restore", content=b"x" * 10, headers={"Content-Length": str(limit + 1)})
+    assert declared.status_code == 413 and "limit" in declared.text
+
+    def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    streamed = client.post("/codeformer/v1/restore", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("variant", ["a1111", "forge"])
+def test_a_generation_that_raised_leaves_no_panel_state_behind(variant, tmp_path, small_weights_file, monkeypatch, astronaut):
+    """The host skips postprocess when a generation raises; the next Extras call on that thread must still restore."""
+    host = make_host(variant, tmp_path, small_weights_file, monkeypatch)
+    panel(host).process(Processing(), True, 0.7)  # the panel is on for a generation ... that then raises: no postprocess
+    extras = host.postprocessing_classes[0]()
+    pp = PostprocessedImage(Image.fromarray(astronaut))
+    extras.process_firstpass(pp)
+    restored = host.modules["modules.codeformer_model"].codeformer.restore(astronaut, w=0.5)  # the built-in Extras step
+    extras.process(pp, **dict.fromkeys(EXTRAS_CONTROLS))
+    assert not np.array_equal(restored, astronaut)
+    assert pp.info["CodeFormer restored"] == "1/1"
+    # Even without the Extras step's first pass (another extension calling the built-in with a fidelity):
+    panel(host).process(Processing(), True, 0.7)
+    assert not np.array_equal(host.modules["modules.codeformer_model"].codeformer.restore(astronaut, w=0.5), astronaut)
     host.uninstall()

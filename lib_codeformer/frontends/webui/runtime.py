@@ -30,6 +30,8 @@ INFOTEXT_OPTIONS = ("faces", "max_faces", "min_face_size", "max_face_size", "ble
 INFOTEXT_KEYS = {spec.key: f"CodeFormer {spec.key.replace('_', ' ')}" for spec in option_specs.OPTIONS}
 # Settings beyond the restore options.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# Where a WebUI user gives the weights: said in every message about a missing or broken file.
+WEIGHTS_SETTING = "Settings > CodeFormer > CodeFormer weights file"
 
 
 @dataclass
@@ -117,6 +119,7 @@ class ExtensionRuntime:
     def restorer(self, settings: dict[str, Any] | None = None):
         """The shared FaceRestorer, rebuilt only when the device or weights setting changes."""
         from ...restorer import FaceRestorer
+        from ...storage.model_files import WeightsAdvice
 
         settings = self.settings() if settings is None else settings
         device = self._device(settings)
@@ -131,6 +134,7 @@ class ExtensionRuntime:
                     model_dirs=list(self.services.model_dirs),
                     detector_model_dirs=list(self.services.detector_model_dirs),
                     fast_conv=bool(settings.get("fast_conv", True)),
+                    weights_advice=WeightsAdvice(f"the setting '{WEIGHTS_SETTING}'", f"or enter its path in {WEIGHTS_SETTING}"),
                 )
                 self._restorer_key = key
             return self._restorer
