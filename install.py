@@ -1,9 +1,10 @@
 """Run by the WebUI before start-up: install what the extension needs and is missing.
 
 Only ``yuface`` (the built-in face detector) and, where absent,
-``safetensors`` and ``facexlib``; never a new torch, numpy, OpenCV or gradio
-(see ``lib_codeformer/frontends/webui/install_plan.py``). A fast no-op when all is present;
-honours ``--skip-install``.
+``safetensors`` and ``facexlib`` (with what facexlib imports, never a second
+OpenCV); never a new torch, numpy, OpenCV or gradio (see
+``lib_codeformer/frontends/webui/install_plan.py``). A fast no-op when all is
+present; honours ``--skip-install``.
 """
 
 import os
@@ -20,15 +21,17 @@ from lib_codeformer.frontends.webui import install_plan
 def main() -> None:
     if install_plan.skip_requested(sys.argv, getattr(launch, "args", None)):
         return
-    needed = install_plan.missing(launch.is_installed)
-    if not needed:
+    runs = install_plan.plan(launch.is_installed)
+    if not runs:
         return
     with tempfile.NamedTemporaryFile("w", suffix="-codeformer-constraints.txt", delete=False) as constraints:
         constraints.write("\n".join(install_plan.host_pins()) + "\n")
     try:
-        launch.run_pip(
-            install_plan.pip_arguments(needed, constraints.name), f"CodeFormer extension requirements: {', '.join(needed)}"
-        )
+        for run in runs:
+            launch.run_pip(
+                install_plan.pip_arguments(run, constraints.name),
+                f"CodeFormer extension requirements: {', '.join(run.requirements)}",
+            )
     finally:
         os.unlink(constraints.name)
 
