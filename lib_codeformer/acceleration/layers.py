@@ -66,9 +66,11 @@ class FastConv3x3(nn.Conv2d):
 
     def _transformed_weight(self) -> Tensor:
         weight = self.weight
+        # The version counter counts in-place changes; tensors made under inference_mode have none.
+        version = -1 if weight.is_inference() else weight._version
         cached = self._transformed
-        if cached is None or cached[0] is not weight or cached[1] != weight._version:
-            self._transformed = (weight, weight._version, winograd.transform_weight(weight))
+        if cached is None or cached[0] is not weight or cached[1] != version:
+            self._transformed = (weight, version, winograd.transform_weight(weight))
         return self._transformed[2]
 
     def _apply(self, *args, **kwargs):

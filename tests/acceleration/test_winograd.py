@@ -153,6 +153,60 @@ def test_transformed_weights_follow_weight_changes():
     assert not torch.allclose(before, after)
 
 
+def test_transformed_weights_are_the_layers_own_state():
+    """They were keyed by data_ptr and a private version: a new tensor at a recycled address got stale weights,
+    and .to() or unloading never moved or freed their 4x copy."""
+    import gc
+    import weakref
+
+    module = conv_module()
+    x = torch.randn(1, 32, SIDE, SIDE)
+    with torch.inference_mode():
+        module(x)
+        cached = module._transformed[2]
+        module.to(torch.float64)
+        assert module._transformed is None  # dropped with the move, made again where it is used
+        module.to(torch.float32)
+        replacement = torch.randn_like(module.weight)
+        module.weight = torch.nn.Parameter(replacement)  # a new tensor, possibly at a recycled address
+        out = module(x)
+    assert_float32_close(out, reference(x, replacement, module.bias))
+    assert module._transformed[2] is not cached
+    freed = weakref.ref(module._transformed[2])
+    del module, cached, out
+    gc.collect()
+    assert freed() is None  # freed with the layer
+
+
+@pytest.mark.parametrize(
+    ("case", "change"),
+    [
+        ("float64 input (returned NaN garbage)", {"x": lambda: torch.randn(1, 32, 8, 8, dtype=torch.float64)}),
+        ("20 channels (read and wrote past the buffers)", {"x": lambda: torch.randn(1, 20, 8, 8)}),
+        ("an empty image", {"x": lambda: torch.randn(1, 32, 0, 8)}),
+        ("an input on another device", {"x": lambda: torch.randn(1, 32, 8, 8, device="meta")}),
+        ("a 3-D input", {"x": lambda: torch.randn(32, 8, 8)}),
+        ("float64 weights", {"transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)).double()}),
+        ("strided weights", {"transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)).transpose(0, 2)}),
+        ("a float64 residual", {"residual": lambda: torch.zeros(1, 64, 8, 8, dtype=torch.float64)}),
+        ("a bias on another device", {"bias": lambda: torch.zeros(64, device="meta")}),
+        ("a GroupNorm that does not divide the channels", {"norm": lambda: nn.GroupNorm(5, 35)}),
+    ],
+)
+def test_every_entry_point_checks_its_tensors_before_c_reads_them(case, change):
+    call = {
+        "x": lambda: torch.randn(1, 32, 8, 8),
+        "transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)),
+        "bias": lambda: None,
+        "residual": lambda: None,
+        "norm": lambda: None,
+    }
+    call |= change
+    given = {key: make() for key, make in call.items()}
+    with pytest.raises(ValueError), torch.inference_mode():
+        winograd.conv3x3(given["x"], given["transformed"], given["bias"], given["residual"], norm=given["norm"])
+
+
 def test_switching_off_gives_pytorch_convolutions():
     module = conv_module()
     x = torch.randn(1, 32, SIDE, SIDE)
@@ -313,3 +367,49 @@ def test_a_build_without_avx2_is_not_used(tmp_path):
     result = run_python(CHECK, CC=str(compiler), CODEFORMER_CACHE=str(tmp_path))
     assert "available False close True" in result.stdout, result.stderr
     assert "no AVX2 or AVX-512" in result.stderr
+
+
+def test_a_kernel_that_crashes_is_tested_in_a_child_and_never_loaded(tmp_path):
+    """A miscompiled or illegal-instruction build must not take the host (a WebUI) down with it."""
+    broken = tmp_path / "winograd.c"
+    source = winograd.SOURCE.read_text()
+    marker = "    base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;"
+    assert marker in source
+    broken.write_text(source.replace(marker, marker + "\n    __builtin_trap();"))
+    code = f"from lib_codeformer.acceleration import winograd; winograd.SOURCE = __import__('pathlib').Path({str(broken)!r})\n"
+    code += CHECK
+    first = run_python(code, CODEFORMER_CACHE=str(tmp_path))
+    assert first.returncode == 0, first.stderr  # this process lived; the child that ran the build crashed
+    assert "available False close True" in first.stdout
+    assert "crashed the process" in first.stderr
+    (verdict,) = (tmp_path / "kernels").glob("winograd-*/verdict.json")
+    second = run_python(code, CODEFORMER_CACHE=str(tmp_path))
+    assert "available False close True" in second.stdout and "crashed the process" in second.stderr
+    assert "Built the fast convolution kernel" not in second.stderr  # not built, tested or loaded again
+    assert verdict.exists()
+
+
+def test_a_compiler_with_arguments(tmp_path):
+    """CC="ccache gcc" is how build tools take a compiler with a wrapper; it was silently ignored."""
+    result = run_python(CHECK, CC="env gcc", CODEFORMER_CACHE=str(tmp_path))
+    assert "available True close True" in result.stdout, result.stderr
+
+
+def test_two_processes_building_at_once_publish_one_build_and_leave_nothing(tmp_path):
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    leftover = kernels / f".build-{int(dead)}-abc"  # what a killed build leaves
+    leftover.mkdir()
+    (leftover / "winograd.so").write_bytes(b"half")
+    command = [sys.executable, "-c", CHECK]
+    environment = {**os.environ, "CODEFORMER_CACHE": str(tmp_path)}
+    builds = [subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    builds.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [build.communicate(timeout=300) for build in builds]
+    assert all("available True close True" in out for out, _ in outputs), outputs
+    assert [path.name for path in kernels.iterdir() if path.name.startswith(".build-")] == []
+    (published,) = [path for path in kernels.iterdir() if path.is_dir()]
+    assert sorted(path.name for path in published.iterdir()) == ["verdict.json", "winograd.so"]
+    again = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
+    assert "Built the fast convolution kernel" not in again.stderr and "Rebuilding" not in again.stderr
