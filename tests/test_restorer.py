@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 
@@ -261,8 +262,11 @@ def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
     torch.save({f"module.{k}": v for k, v in state.items()}, weights)
     detector = detection.create_detector("retinaface_resnet50", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
     assert detector.name == "retinaface_resnet50"
-    found = detector.detect(np.zeros((64, 64, 3), np.uint8), 0.99)
-    assert isinstance(found, list)
+    loaded = detector.model.state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[key], value) for key, value in state.items())
+    found = detector.detect(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8), 0.0)
+    assert found and all(d.landmarks.shape == (5, 2) and 0.0 <= d.score <= 1.0 for d in found)
+    assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
 
 
 def test_retinaface_falls_back_to_yunet_with_one_warning(tmp_path, monkeypatch, caplog, astronaut):
@@ -343,3 +347,179 @@ def test_parsing_mask_without_facexlib_says_what_to_install(small_model, astrona
     restorer = FaceRestorer(small_model, detector="yunet", device="cpu", detector_model_dirs=[tmp_path], download=False)
     with pytest.raises(MissingDependency, match="pip install facexlib"):
         restorer.restore(astronaut, mask="parsing")
+
+
+class RedNetwork(IdentityNetwork):
+    """Returns a pure red face: tells which of a colour face's channels a gray image receives."""
+
+    def forward(self, x, w=0.0, adain=False, **_):
+        red = torch.full_like(x, -1.0)
+        red[:, 0] = 1.0
+        return red, None, None
+
+
+def test_a_gray_image_allowed_colour_gets_the_faces_luminance_not_its_red(astronaut):
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    result = FaceRestorer(RedNetwork(), detector="yunet", device="cpu").restore(gray, keep_grayscale=False)
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    centre = result.image[(y0 + y1) // 2 - 5 : (y0 + y1) // 2 + 5, (x0 + x1) // 2 - 5 : (x0 + x1) // 2 + 5]
+    assert np.all(np.abs(centre.astype(int) - round(0.299 * 255)) <= 1)  # red's luma, not 255
+
+
+@pytest.mark.parametrize(
+    ("mode", "given_back"),
+    [("LA", "LA"), ("P", "RGB"), ("PA", "RGBA"), ("CMYK", "RGB"), ("I", "I"), ("F", "L"), ("1", "L"), ("RGBA", "RGBA")],
+)
+def test_pil_modes_come_back_as_documented(identity_restorer, astronaut, mode, given_back):
+    image = Image.fromarray(astronaut).convert(mode if mode not in ("I", "F", "1", "LA") else "L")
+    if mode == "I":
+        image = Image.fromarray(np.asarray(image).astype(np.int32) * 200)
+    elif mode in ("F", "1", "LA"):
+        image = image.convert(mode)
+    if mode == "P":
+        transparent = image.copy()
+        transparent.info["transparency"] = 0
+        assert identity_restorer.restore(transparent).image.mode == "RGBA"  # a palette with a transparent colour
+    result = identity_restorer.restore(image)
+    assert result.image.mode == given_back and result.image.size == image.size
+    assert result.restored_count == (mode != "1")  # a dithered 1-bit face is not found
+
+
+def test_a_16_bit_gray_pil_image_keeps_its_values_outside_the_face(identity_restorer, astronaut):
+    deep = (cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY).astype(np.int32) * 257).clip(0, 65535)
+    image = Image.fromarray(deep.astype(np.int32))  # mode "I": how Pillow opens many 16-bit gray PNGs
+    result = identity_restorer.restore(image)
+    back = np.asarray(result.image)
+    assert result.image.mode == "I" and back.max() > 255
+    np.testing.assert_array_equal(back[400:], deep[400:])
+
+
+def test_options_of_the_wrong_type_are_a_value_error_naming_each(small_restorer, astronaut):
+    with pytest.raises(ValueError) as raised:
+        small_restorer.restore(astronaut, fidelity="0.5", blend=[1], max_faces=2.5, confidence=float("nan"), colour=True)
+    message = str(raised.value)
+    for fragment in ("fidelity must be a number", "blend must be a number", "max_faces must be a whole number"):
+        assert fragment in message
+    assert "confidence must be a number" in message and "unknown option 'colour'" in message
+    with pytest.raises(ValueError, match="fidelity must be a number"):
+        small_restorer.restore(astronaut, fidelity=None)
+    assert small_restorer.restore(astronaut, fidelity=np.float32(0.5), max_faces=np.int64(1)).restored_count == 1
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 10, 3), (10, 0), (0, 0, 4)])
+def test_empty_images_come_back_empty(small_restorer, shape):
+    empty = np.zeros(shape, np.uint8)
+    result = small_restorer.restore(empty)
+    assert result.image.shape == shape and result.faces == []
+    assert small_restorer.restore(empty, aligned=True).image.shape == shape
+
+
+@pytest.mark.parametrize(
+    ("points", "reason"),
+    [
+        (np.full((5, 2), np.inf), "not finite"),  # made the alignment solve spin at 100 % CPU
+        (np.full((5, 2), np.nan), "not finite"),
+        (np.array([[1e308, 1], [2, 2], [3, 3], [4, 4], [np.inf, 5]]), "not finite"),
+        (np.full((5, 2), 100.0), "degenerate"),
+    ],
+)
+def test_landmarks_that_cannot_be_aligned_leave_the_face_as_it_was(small_restorer, astronaut, points, reason):
+    good = np.array([[200.0, 110], [240, 110], [220, 130], [205, 150], [235, 150]])
+    with concurrent_timeout(60):
+        result = small_restorer.restore(astronaut, landmarks=[points, good])
+    bad_face, good_face = result.faces
+    assert not bad_face.restored and reason in bad_face.reason
+    assert good_face.restored
+
+
+def concurrent_timeout(seconds: float):
+    """Fails the test instead of hanging it (the old infinite-landmark case never returned)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def limit():
+        def expired(signum, frame):
+            raise TimeoutError(f"did not return within {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return limit()
+
+
+def test_visibility_blends_only_where_faces_changed(small_weights_file, astronaut):
+    """It blended the whole image in float32 (several full-size float copies); now only the changed boxes."""
+    import tracemalloc
+
+    from lib_codeformer.frontends.webui import runtime as codeformer_webui
+
+    services = codeformer_webui.HostServices(
+        settings=lambda: {"weights_path": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
+    )
+    runtime = codeformer_webui.ExtensionRuntime(services)
+    large = np.zeros((3000, 3000, 3), np.uint8)
+    large[:512, :512] = astronaut
+    full = runtime.restore(large, {"visibility": 1.0}).image
+    tracemalloc.start()
+    half = runtime.restore(large, {"visibility": 0.5}).image
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    expected = np.clip(np.rint(large * 0.5 + full.astype(np.float64) * 0.5), 0, 255).astype(np.uint8)
+    assert np.abs(half.astype(int) - expected).max() <= 1
+    np.testing.assert_array_equal(half[600:], large[600:])
+    assert peak < 2.5 * large.nbytes  # the output copy plus per-face buffers; a float32 blend alone is 4x
+
+
+def test_network_batches_run_one_at_a_time_while_detection_and_paste_overlap(astronaut):
+    """Decided: several threads may restore at once; one network batch runs at a time (each uses every core or
+    the GPU), while detection, alignment and paste-back of other images go on beside it."""
+    import threading
+    import time
+
+    intervals = {"network": [], "detect": []}
+
+    class SlowNetwork(IdentityNetwork):
+        def forward(self, x, w=0.0, adain=False, **_):
+            started = time.perf_counter()
+            time.sleep(0.3)
+            intervals["network"].append((started, time.perf_counter()))
+            return x.clone(), None, None
+
+    restorer = FaceRestorer(SlowNetwork(), detector="yunet", device="cpu")
+    detector = restorer.detector()
+    real_detect = detector.detect
+
+    def timed_detect(image, threshold):
+        started = time.perf_counter()
+        time.sleep(0.2)
+        found = real_detect(image, threshold)
+        intervals["detect"].append((started, time.perf_counter()))
+        return found
+
+    detector.detect = timed_detect
+    images = [astronaut, np.ascontiguousarray(astronaut[:, ::-1]), astronaut[::2, ::2].copy()]
+    sequential = [restorer.restore(image).image for image in images]
+    intervals["network"].clear()
+    intervals["detect"].clear()
+    results: dict[int, np.ndarray] = {}
+    def restore_later(index: int) -> None:
+        time.sleep(0.25 * index)  # staggered, so one image's detection falls in another's network batch
+        results[index] = restorer.restore(images[index]).image
+
+    threads = [threading.Thread(target=restore_later, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for index, image in enumerate(sequential):
+        np.testing.assert_array_equal(results[index], image)
+    network = sorted(intervals["network"])
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(network))  # never two at once
+    overlapping = [d for d in intervals["detect"] for n in network if d[0] < n[1] and n[0] < d[1]]
+    assert overlapping, "no detection ran beside a network batch"

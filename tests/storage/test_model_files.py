@@ -70,10 +70,43 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/codeformer.pth"
 
 
-def test_official_file_is_the_default():
-    assert CODEFORMER.url == "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth"
-    assert CODEFORMER.sha256 == "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7"
-    assert CODEFORMER.size == 376_637_898
+def test_without_a_file_the_official_one_is_downloaded_and_checked(tmp_path, monkeypatch):
+    """What locate_weights fetches when nothing is on disk, and what it holds the file to."""
+    import urllib.error
+    import urllib.request
+
+    monkeypatch.delenv("CODEFORMER_WEIGHTS", raising=False)
+    requested = []
+
+    def offline(request, timeout=None):
+        requested.append(request.full_url)
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DownloadError) as raised:
+        locate_weights(cache_dir=tmp_path, progress=False)
+    assert requested == ["https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth"]
+    assert "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7" in str(raised.value)  # said for a manual download
+    assert CODEFORMER.size == 376_637_898  # what a download is cut off at and checked against
+
+
+def test_a_server_sending_more_than_the_file_is_cut_off(server, tmp_path):
+    """Downloads had no byte cap: a server could fill the disk. Reading stops at the expected size."""
+    smaller = ModelFile(filename="codeformer.pth", url=f"{server}/good.pth", sha256=None, size=len(PAYLOAD) // 2)
+    with pytest.raises(DownloadError, match="more than the expected"):
+        download_file(smaller, tmp_path, progress=False, timeout=10)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_failing_its_check_is_not_kept(server, tmp_path):
+    def refuse(path):
+        assert path.read_bytes() == PAYLOAD  # the whole download is checked before it is kept
+        raise WeightsError("its tensors are not RetinaFace mobile0.25's")
+
+    checked = ModelFile(filename="codeformer.pth", url=f"{server}/good.pth", sha256=None, size=len(PAYLOAD), verify=refuse)
+    with pytest.raises(DownloadError, match="not the expected file"):
+        download_file(checked, tmp_path, progress=False, timeout=10)
+    assert leftovers(tmp_path) == []
 
 
 def test_download_verifies_and_renames_into_place(server, tmp_path):
