@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# The project's checks and tests, as the README's test command runs them.
-#   1. .venv (made by the README's install step) gets the test tools and the Forge-like host set
-#      (gradio 4.40, pydantic 2): ruff, then every test.
-#   2. .venv-a1111 gets the AUTOMATIC1111-like host set (gradio 3.41.2, fastapi 0.94, pydantic 1,
-#      numpy < 2): the WebUI contract tests again.
+# The project's checks and tests, as the README's test command runs them: the whole suite three times, each time
+# on the package set of a host (inside a WebUI the network runs on the host's torch), then the compiled
+# kernel's tests again under AddressSanitizer.
+#   1. .venv (made by the README's install step): the newest torch and numpy 2, as the command line and SD.Next
+#      run (SD.Next's gradio 3.43.2, installed as SD.Next installs it); ruff, then every test.
+#   2. .venv-forge: Forge f2.0.1's set (torch 2.3.1, torchvision 0.18.1, gradio 4.40, pydantic 2, numpy 1.26).
+#   3. .venv-a1111: AUTOMATIC1111 1.10's set, the floor (torch 2.1.2, torchvision 0.16.2, numpy 1.26.2,
+#      gradio 3.41.2, fastapi 0.94, pydantic 1, Pillow 9.5).
+# Extra arguments are passed to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv/bin/pip install -q -e ".[test,host-forge]"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+
+.venv/bin/pip install -q -e ".[test,video]"
+# SD.Next pins gradio 3.43.2 and installs it without its declared dependencies (which would take numpy below 2).
+.venv/bin/pip install -q --no-deps "gradio==3.43.2" "gradio-client==0.5.0"
+.venv/bin/pip install -q aiofiles ffmpy pydub uvicorn semantic-version altair python-multipart "websockets<12" \
+    "huggingface-hub<1" orjson importlib-resources jinja2 pandas markupsafe
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 
+[ -x .venv-forge/bin/python ] || python3 -m venv .venv-forge
+.venv-forge/bin/pip install -q -e ".[test,video,host-forge]"
+.venv-forge/bin/python -m pytest "$@"
+
 [ -x .venv-a1111/bin/python ] || python3 -m venv .venv-a1111
-.venv-a1111/bin/pip install -q -e ".[test,host-a1111]"
-.venv-a1111/bin/python -m pytest tests/test_webui.py tests/test_install.py "$@"
+.venv-a1111/bin/pip install -q -e ".[test,video,host-a1111]"
+.venv-a1111/bin/python -m pytest "$@"
+
+# The compiled convolution kernel under AddressSanitizer: an out-of-bounds read or write fails the run.
+if command -v gcc >/dev/null 2>&1; then
+    CODEFORMER_KERNEL_FLAGS="-O1 -g -march=native -fsanitize=address -fno-omit-frame-pointer" \
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+        .venv/bin/python -m pytest tests/acceleration/test_winograd.py "$@"
+fi

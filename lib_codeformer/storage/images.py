@@ -368,6 +368,8 @@ def _encode_tiff_sixteen_bit(pixels: np.ndarray, metadata: dict) -> bytes:
     tags = metadata.get("tiff_tags", {})
     own = {270, 305, 306}  # written by tifffile's own arguments
     extratags = [(tag, "s", 0, value, True) for tag, value in tags.items() if tag not in own]
+    if metadata.get("icc_profile"):  # tag 34675 (InterColorProfile), UNDEFINED bytes: every tifffile version writes it
+        extratags.append((34675, 7, len(metadata["icc_profile"]), metadata["icc_profile"], True))
     buffer = io.BytesIO()
     tifffile.imwrite(
         buffer,
@@ -375,7 +377,6 @@ def _encode_tiff_sixteen_bit(pixels: np.ndarray, metadata: dict) -> bytes:
         photometric="minisblack" if pixels.ndim == 2 else "rgb",
         extrasamples=("unassalpha",) if pixels.ndim == 3 and pixels.shape[2] == 4 else None,
         compression="zlib",
-        iccprofile=metadata.get("icc_profile"),
         description=tags.get(270),
         software=tags.get(305, ""),
         datetime=tags.get(306),

@@ -153,7 +153,8 @@ def test_sixteen_bit_colour_tiff_keeps_its_tags():
 
     deep = picture(dtype=np.uint16)
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, deep, photometric="rgb", description="sixteen", iccprofile=b"not really a profile", metadata=None)
+    profile = (34675, 7, 20, b"not really a profile", True)
+    tifffile.imwrite(buffer, deep, photometric="rgb", description="sixteen", extratags=[profile], metadata=None)
     loaded, written = round_trip(buffer.getvalue())
     np.testing.assert_array_equal(loaded.pixels, deep)
     with tifffile.TiffFile(io.BytesIO(written)) as result:
