@@ -45,8 +45,7 @@ def load_codeformer(
     label = "the given state dict" if isinstance(source, Mapping) else str(source)
     state_dict = source if isinstance(source, Mapping) else read_state_dict(source)
     state_dict = _unwrap(state_dict, label)
-    with torch.device("meta"):
-        model = CodeFormer(**_infer_config(state_dict))
+    model = _build(state_dict, label)
     _check_compatible(model, state_dict, label)
     model.load_state_dict({k: v.to(torch.float32).contiguous() for k, v in state_dict.items()}, strict=True, assign=True)
     model.eval().requires_grad_(False)
@@ -168,6 +167,26 @@ def _unwrap(checkpoint: Mapping, label: str) -> dict[str, torch.Tensor]:
     return dict(checkpoint)
 
 
+# The faces the pipeline aligns are this large; a network made for another size cannot restore them.
+FACE_RESOLUTION = 512
+
+
+def _build(state_dict: StateDict, label: str) -> CodeFormer:
+    """The network the tensors describe (on the meta device: no memory), or WeightsError saying why none can be."""
+    try:
+        with torch.device("meta"):
+            model = CodeFormer(**_infer_config(state_dict))
+    except (ValueError, TypeError, RuntimeError) as error:
+        message = f"CodeFormer weights: {label} does not describe a network that can be built: {error}. {GET_OFFICIAL}"
+        raise WeightsError(message) from None
+    if model.resolution != FACE_RESOLUTION:
+        raise WeightsError(
+            f"CodeFormer weights: {label} is a network for {model.resolution} x {model.resolution} faces; "
+            f"the pipeline aligns faces at {FACE_RESOLUTION} x {FACE_RESOLUTION}. {GET_OFFICIAL}"
+        )
+    return model
+
+
 def _infer_config(state_dict: StateDict) -> dict:
     """Network size from the tensors; the released model's values where a key is absent."""
     config: dict = {}
@@ -178,7 +197,10 @@ def _infer_config(state_dict: StateDict) -> dict:
     except (KeyError, ValueError):
         return {}
     config["n_layers"] = len({key.split(".")[1] for key in state_dict if key.startswith("ft_layers.")})
-    config["connect_list"] = sorted({int(key.split(".")[1]) for key in state_dict if key.startswith("fuse_convs_dict.")})
+    fusions = {key.split(".")[1] for key in state_dict if key.startswith("fuse_convs_dict.")}
+    if not all(size.isdigit() for size in fusions):
+        raise ValueError(f"fusion layers named {sorted(fusions)} (they are named by resolution: 32, 64, 128, 256)")
+    config["connect_list"] = sorted(int(size) for size in fusions)
     return config
 
 

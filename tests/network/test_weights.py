@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -200,3 +201,35 @@ def test_own_reader_on_every_torch_never_torch_load(tmp_path, small_weights, mon
     monkeypatch.setattr(torch, "load", forbidden)
     monkeypatch.setattr(torch.serialization, "load", forbidden)
     assert_same_tensors(load_codeformer(path), small_weights)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"position_emb": torch.zeros(300, 64)}, "can be built"),  # 300 latent positions: not a square
+        ({"position_emb": torch.zeros(64, 64)}, "network for 256 x 256 faces"),  # loads, but cannot take 512 px faces
+        ({"fuse_convs_dict.16.scale.0.weight": torch.zeros(1)}, "not a CodeFormer checkpoint"),  # a fusion of no tensors
+        ({"fuse_convs_dict.x.scale.0.weight": torch.zeros(1)}, "can be built"),
+    ],
+)
+def test_weights_that_load_but_do_not_fit_are_a_weights_error(small_weights, change, expected):
+    """They ended in a traceback from the command line and a 200 "restored 0/1" from the route."""
+    broken = {**small_weights, **change}
+    with pytest.raises(WeightsError, match=expected):
+        load_codeformer(broken)
+
+
+def test_attention_sizes_that_do_not_divide(small_weights):
+    broken = {key: value for key, value in small_weights.items()}
+    broken["position_emb"] = torch.zeros(256, 60)  # 60 is not a multiple of the 8 heads assumed
+    with pytest.raises(WeightsError):
+        load_codeformer(broken)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_a_file_without_read_permission(tmp_path, small_weights):
+    path = tmp_path / "codeformer.pth"
+    torch.save({"params_ema": small_weights}, path)
+    path.chmod(0)
+    with pytest.raises(WeightsError, match="cannot be read"):
+        load_codeformer(path)
