@@ -523,3 +523,17 @@ def test_network_batches_run_one_at_a_time_while_detection_and_paste_overlap(ast
     assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(network))  # never two at once
     overlapping = [d for d in intervals["detect"] for n in network if d[0] < n[1] and n[0] < d[1]]
     assert overlapping, "no detection ran beside a network batch"
+
+
+def test_the_mobile_detector_download_is_checked_tensor_by_tensor(tmp_path):
+    """No sha256 is published for it: its exact size and every tensor's name and shape are what can be checked."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    from lib_codeformer.errors import WeightsError
+
+    good, wrong = tmp_path / "mobile.pth", tmp_path / "resnet.pth"
+    torch.save(random_weights_like(RetinaFace(network_name="mobile0.25", half=False, device="cpu"), 3), good)
+    torch.save({"params": {"body.conv1.weight": torch.zeros(64, 3, 7, 7)}}, wrong)
+    detection.RETINAFACE_MOBILE.verify(good)
+    with pytest.raises(WeightsError, match=r"not RetinaFace mobile0\.25"):
+        detection.RETINAFACE_MOBILE.verify(wrong)

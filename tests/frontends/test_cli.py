@@ -238,3 +238,61 @@ def test_no_fast_conv_runs_pytorch_convolutions_only(tmp_path, astronaut, small_
     status = run(str(tmp_path / "face.png"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file), *flag)
     assert status == 0
     assert bool(fast_conv_calls) is not flag
+
+
+def test_two_inputs_with_one_output_name_are_refused_up_front(tmp_path, astronaut, small_weights_file, capsys):
+    """It printed "2 images written", left one out/x.png, and which input won depended on thread timing."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(astronaut).save(tmp_path / folder / "x.png")
+    out = tmp_path / "out"
+    inputs = (str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"))
+    status = run(*inputs, "--output", str(out), "--weights", str(small_weights_file))
+    err = capsys.readouterr().err
+    assert status == 2
+    assert str(tmp_path / "a" / "x.png") in err and str(tmp_path / "b" / "x.png") in err
+    assert not out.exists()
+
+
+def test_the_output_folder_inside_an_input_folder_is_never_an_input(photos, small_weights_file, capsys):
+    """With --recursive each re-run restored its own previous outputs (restored/restored/...)."""
+    out = photos / "restored"
+    args = (str(photos), "--recursive", "--output", str(out), "--weights", str(small_weights_file))
+    assert run(*args) == 1  # broken.png
+    first = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert run(*args, "--skip-existing") == 1
+    assert "3 images written" not in capsys.readouterr().out.splitlines()[-1]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == first
+    assert not (out / "restored").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "-1"], "--batch-size must be at least 1"),
+        (["--max-pixels", "-1"], "--max-pixels must be at least 1"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--device", "foo"], "device 'foo'"),
+        (["--device", "cuda:7"], "device 'cuda:7'"),
+        (["--min-face-size", "-3"], "min_face_size must be >= 0"),
+    ],
+)
+def test_every_option_is_checked_before_any_work(tmp_path, astronaut, small_weights_file, capsys, option, fragment):
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert run(str(tmp_path / "a.png"), "--output", str(out), "--weights", str(small_weights_file), *option) == 2
+    assert fragment in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unreadable_format_is_a_reported_failure_and_the_summary_is_printed(tmp_path, astronaut, small_weights_file, capsys):
+    """Formats Pillow reads but cannot write (PSD, XPM) ended in a traceback and no summary."""
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b'/* XPM */\nstatic char *b[] = {\n"1 1 1 1",\n"a c #ff0000",\n"a"\n};\n')
+    inputs = (str(tmp_path / "a.png"), str(tmp_path / "b.png"))
+    status = run(*inputs, "--output", str(tmp_path / "out"), "--weights", str(small_weights_file))
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "b.png" in captured.err and "not a readable image" in captured.err
+    assert "1 images written, 1 faces restored, 0 skipped, 1 failed" in captured.out

@@ -217,3 +217,42 @@ def test_a_large_request_costs_a_bounded_multiple_of_its_image():
     growth = (kib("VmHWM:") - before) * 1024
     del body
     assert growth < 3.5 * large.nbytes, f"peak grew by {growth / 2**20:.0f} MiB for a {large.nbytes / 2**20:.0f} MiB image"
+
+
+def test_at_most_two_requests_hold_a_decoded_image():
+    """Decoding happened before the queue lock: every waiting request held a decoded image."""
+    import threading
+    import time
+
+    from lib_codeformer.storage import images
+
+    holding, most = [0], [0]
+    lock = threading.Lock()
+    real_decode = images.decode_image
+
+    def counting_decode(data, max_pixels=None):
+        with lock:
+            holding[0] += 1
+            most[0] = max(most[0], holding[0])
+        return real_decode(data, max_pixels)
+
+    def slow_restore(image, values):
+        time.sleep(0.2)
+        with lock:
+            holding[0] -= 1
+        return Outcome(image, values={})
+
+    app = FastAPI()
+    api.add_routes(app, slow_restore)
+    client = TestClient(app)
+    images.decode_image, original = counting_decode, images.decode_image
+    try:
+        arguments = {"args": ("/codeformer/v1/restore",), "kwargs": {"json": {"image": SMALL_PNG}}}
+        threads = [threading.Thread(target=client.post, **arguments) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        images.decode_image = original
+    assert most[0] <= 2 and holding[0] == 0
