@@ -7,10 +7,19 @@
 #   2. .venv-forge: Forge f2.0.1's set (torch 2.3.1, torchvision 0.18.1, gradio 4.40, pydantic 2, numpy 1.26).
 #   3. .venv-a1111: AUTOMATIC1111 1.10's set, the floor (torch 2.1.2, torchvision 0.16.2, numpy 1.26.2,
 #      gradio 3.41.2, fastapi 0.94, pydantic 1, Pillow 9.5).
-# Extra arguments are passed to every pytest run.
+# Environments 2 and 3 are installed in the background while the first one's tests run (downloads beside
+# computation). Extra arguments are passed to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+logs="$(mktemp -d)"
+
+host_environment() {  # name, extra: create it where missing and install the project with the host's set
+    [ -x "$1/bin/python" ] || python3 -m venv "$1"
+    "$1/bin/pip" install -q -e ".[test,video,$2]"
+}
+(host_environment .venv-forge host-forge && host_environment .venv-a1111 host-a1111) >"$logs/install.log" 2>&1 &
+installing=$!
 
 .venv/bin/pip install -q -e ".[test,video]"
 # SD.Next pins gradio 3.43.2 and installs it without its declared dependencies (which would take numpy below 2).
@@ -20,12 +29,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 
-[ -x .venv-forge/bin/python ] || python3 -m venv .venv-forge
-.venv-forge/bin/pip install -q -e ".[test,video,host-forge]"
+if ! wait "$installing"; then
+    cat "$logs/install.log"
+    echo "installing the host environments failed (log above)" >&2
+    exit 1
+fi
 .venv-forge/bin/python -m pytest "$@"
-
-[ -x .venv-a1111/bin/python ] || python3 -m venv .venv-a1111
-.venv-a1111/bin/pip install -q -e ".[test,video,host-a1111]"
 .venv-a1111/bin/python -m pytest "$@"
 
 # The compiled convolution kernel under AddressSanitizer: an out-of-bounds read or write fails the run.
