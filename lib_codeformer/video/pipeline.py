@@ -33,6 +33,7 @@ from ..faces.detection import DEFAULT_CONFIDENCE, detect_faces
 from ..faces.selection import FaceResult
 from ..options import RestoreOptions
 from . import motion
+from .smoothing import TemporalFaceFilter
 from .tracking import FaceTracker, TrackedFace, TrackingParameters
 
 if TYPE_CHECKING:
@@ -155,9 +156,11 @@ def restore_chunks(
     items: Iterable[Any],
     restorer: FaceRestorer,
     options: dict[str, Any],
+    tracking: TrackingParameters,
     should_stop: ShouldStop | None = None,
 ) -> Iterator[Any]:
     """Restore frames in chunks whose faces fill whole network batches; items come out in their order."""
+    temporal = None if tracking.temporal is None else TemporalFaceFilter(tracking.temporal)
     chunk: list[Any] = []
     faces = frames = 0
     for item in items:
@@ -168,20 +171,31 @@ def restore_chunks(
         if (faces and faces % restorer.batch_size == 0) or frames >= MAX_FRAMES_PER_CHUNK:
             if should_stop is not None and should_stop():
                 raise VideoInterrupted("stopped on request")
-            _restore_chunk(chunk, restorer, options)
+            _restore_chunk(chunk, restorer, options, temporal)
             yield from chunk
             chunk, faces, frames = [], 0, 0
     if chunk:
-        _restore_chunk(chunk, restorer, options)
+        _restore_chunk(chunk, restorer, options, temporal)
         yield from chunk
 
 
-def _restore_chunk(chunk: list[Any], restorer: FaceRestorer, options: dict[str, Any]) -> None:
+def _restore_chunk(
+    chunk: list[Any], restorer: FaceRestorer, options: dict[str, Any], temporal: TemporalFaceFilter | None
+) -> None:
     frames = [item for item in chunk if isinstance(item, ClipFrame) and item.faces]
+    if temporal is not None:
+        last = next((item for item in reversed(chunk) if isinstance(item, ClipFrame)), None)
+        alive = {face.track_id for face in (last.faces if last is not None else [])}
+        alive.update(face.track_id for frame in frames for face in frame.faces)
+        temporal.keep_only(alive)
     if not frames:
         return
+    track_ids = [[face.track_id for face in frame.faces] for frame in frames]
     results = restorer.restore_many(
-        [frame.image for frame in frames], landmarks=[[face.landmarks for face in frame.faces] for frame in frames], **options
+        [frame.image for frame in frames],
+        landmarks=[[face.landmarks for face in frame.faces] for frame in frames],
+        face_filter=None if temporal is None else temporal.for_frames(track_ids),
+        **options,
     )
     for frame, result in zip(frames, results, strict=True):
         frame.results = result.faces
@@ -208,7 +222,7 @@ def restore_frames(
     tracking = tracking or TrackingParameters()
     decoded = in_thread(items, "decode")
     analysed = in_thread(analyse(decoded, restorer, settings, tracking), "analyse")
-    yield from in_thread(restore_chunks(analysed, restorer, options, should_stop), "restore")
+    yield from in_thread(restore_chunks(analysed, restorer, options, tracking, should_stop), "restore")
 
 
 def restore_array_frames(

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..faces.selection import face_from_landmarks
 from . import motion
-from .smoothing import SmoothingParameters, apply_motion, face_scale, fuse, mean_gap
+from .smoothing import SmoothingParameters, TemporalParameters, apply_motion, face_scale, fuse, mean_gap
 
 
 class DetectedFace(Protocol):
@@ -44,6 +44,8 @@ class TrackingParameters:
     smoothing: SmoothingParameters = field(default_factory=SmoothingParameters)
     # Carry landmarks by optical flow between frames (off: they stay where they were until the next detection).
     follow_motion: bool = True
+    # Average each track's aligned faces over time (``smoothing.TemporalFaceFilter``); None: off.
+    temporal: TemporalParameters | None = field(default_factory=TemporalParameters)
 
     def __post_init__(self) -> None:
         if isinstance(self.detect_every, bool) or not isinstance(self.detect_every, int) or self.detect_every < 1:
