@@ -212,8 +212,10 @@ def _open_input(av: Any, source: Source) -> Any:
         return av.open(source if not isinstance(source, os.PathLike) else os.fspath(source), "r")
     except FileNotFoundError:
         raise VideoFileError(f"{name}: no such file") from None
+    except av.EOFError:
+        raise VideoFileError(f"{name}: has no video frames (the file ends before any)") from None
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoFileError(f"{name}: not a readable video ({_reason(error)})") from None
+        raise VideoFileError(f"{name}: not a readable video: damaged, truncated or not a video ({_reason(error)})") from None
 
 
 def _reason(error: BaseException) -> str:
@@ -247,12 +249,16 @@ class _VideoSpec:
 
 
 def _video_spec(stream: Any, container: Any) -> _VideoSpec:
+    """The input's video stream as the output copies it, and how long it should be (to tell a truncated file).
+
+    The expected length is taken only where the file states it reliably: the
+    sample count of MP4/MOV (whose index is at the start when "fast start",
+    so a truncated file still opens), the video's own duration in Matroska
+    (or the file's, when the video is its only stream). AVI counts dropped
+    frames in its header, so it is not held to it.
+    """
     context = stream.codec_context
-    duration = None
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / 1_000_000
+    formats = set(container.format.name.split(","))
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     spec = _VideoSpec(
         width=context.width,
@@ -260,9 +266,14 @@ def _video_spec(stream: Any, container: Any) -> _VideoSpec:
         time_base=stream.time_base or fractions.Fraction(1, 1000),
         rate=rate,
         pix_fmt=context.pix_fmt,
-        frames=int(stream.frames or 0),
-        duration=duration,
+        frames=int(stream.frames or 0) if formats & {"mov", "mp4"} else 0,
+        duration=None,
     )
+    if "matroska" in formats:
+        if stream.duration and stream.time_base:
+            spec.duration = float(stream.duration * stream.time_base)
+        elif container.duration and len(container.streams) == 1:
+            spec.duration = container.duration / 1_000_000
     for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
         with contextlib.suppress(AttributeError, TypeError, ValueError):
             setattr(spec, name, int(getattr(context, name)))
@@ -281,7 +292,7 @@ def probe(source: Source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> _Video
 
 def _video_stream(container: Any, name: str) -> Any:
     if not container.streams.video:
-        raise VideoFileError(f"{name}: has no video stream (audio only, or not a video)")
+        raise VideoFileError(f"{name}: has no video stream (only sound, no frames at all, or not a video)")
     stream = container.streams.video[0]
     if stream.codec_context is None:
         raise VideoFileError(f"{name}: its video codec cannot be decoded by this FFmpeg")
@@ -310,7 +321,13 @@ class _Writer:
         self.audio: dict[int, Any] = {}  # input stream index -> output stream (copied) or (decoder, encoder, resampler)
         self.rotation: int | None = None  # known from the first frame
         self.frames = 0
+        self.end_seconds = 0.0  # where the last frame written ends
         self._last_pts: int | None = None
+        # AVI has no timestamps, only a frame rate: times are counted in frames there.
+        rate = spec.rate if spec.rate and spec.rate > 0 else fractions.Fraction(25)
+        self.time_base = 1 / rate if container_name == "avi" else spec.time_base
+        if container_name == "avi":
+            self.notes.append(f"AVI holds a constant frame rate: timestamps are rounded to frames of {float(rate):g} fps")
         self.video = self._add_video()
 
     # Audio
@@ -397,8 +414,9 @@ class _Writer:
         except (ValueError, self.av.FFmpegError) as error:
             raise VideoFileError(f"{self.codec} cannot be written into {self.container_name} ({_reason(error)})") from None
         video.width, video.height, video.pix_fmt = spec.width, spec.height, pix_fmt
-        video.time_base = spec.time_base
-        video.codec_context.time_base = spec.time_base
+        time_base = 1 / rate if self.container_name == "avi" else spec.time_base
+        video.time_base = time_base
+        video.codec_context.time_base = time_base
         if self.codec != "gif":
             for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
                 with contextlib.suppress(AttributeError, TypeError, ValueError):
@@ -406,16 +424,21 @@ class _Writer:
         return video
 
     def write_video(self, frame: ClipFrame, pts: int) -> None:
+        """Encode a frame at ``pts`` (in the input's time base)."""
         if self.rotation is None:  # the first frame: its rotation goes into the header, written with it
             self.rotation = _frame_rotation(frame.source) if frame.source is not None else 0
             if self.rotation:
                 self.video.set_display_rotation(self.rotation)
+        duration = getattr(frame.source, "duration", None) or 0
+        self.end_seconds = float((pts + duration) * self.spec.time_base)
+        if self.time_base != self.spec.time_base:
+            pts = round(pts * self.spec.time_base / self.time_base)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # a damaged or duplicated timestamp: keep the order the encoder needs
         self._last_pts = pts
         encoded = self._frame_to_encode(frame)
         encoded.pts = pts
-        encoded.time_base = self.spec.time_base
+        encoded.time_base = self.time_base
         self.output.mux(self.video.encode(encoded))
         self.frames += 1
 
@@ -654,7 +677,7 @@ def _write(
                     writer.write_audio(item, shift_seconds)
         if writer.frames == 0:
             raise VideoFileError(f"{name}: has no video frames" + (" in the range asked for" if encoding.frames else ""))
-        _check_complete(spec, writer.frames, encoding.frames, name)
+        _check_complete(spec, writer.frames, writer.end_seconds, encoding.frames, name)
         writer.finish()
     except OSError as error:
         raise VideoFileError(f"could not write the output for {name} ({error.strerror or error})") from None
@@ -675,9 +698,15 @@ def _frame_pts(frame: ClipFrame, spec: _VideoSpec, written: int) -> int:
     return round(written / rate / spec.time_base)
 
 
-def _check_complete(spec: _VideoSpec, written: int, frames: tuple[int, int | None] | None, name: str) -> None:
-    """A file that ends well before its header says it does is truncated: an error, not a shorter video."""
-    if frames is not None or not spec.frames:
+def _check_complete(spec: _VideoSpec, written: int, end: float, frames: tuple[int, int | None] | None, name: str) -> None:
+    """A file that ends well before its header says it does is truncated: an error, not a shorter video.
+
+    ``end``: where the last frame written ends, in seconds.
+    """
+    if frames is not None:
         return
-    if written < spec.frames * 0.98 - 1:
+    if spec.frames and written < spec.frames:
         raise VideoFileError(f"{name}: truncated: {written} of its {spec.frames} frames could be decoded")
+    frame_time = 1.0 / float(spec.rate) if spec.rate else 0.04
+    if spec.duration and end < spec.duration - 2 * frame_time:
+        raise VideoFileError(f"{name}: truncated: it ends at {end:.2f} s of its {spec.duration:.2f} s")
