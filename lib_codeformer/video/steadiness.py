@@ -22,8 +22,10 @@ direction of the motion.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -216,3 +218,62 @@ def landmark_errors(clip: SteadyClip, used: Sequence[Sequence[np.ndarray]], refe
     offsets_array = np.array(offsets)
     steps = np.hypot(*np.diff(offsets_array, axis=0).T) if len(offsets_array) > 1 else np.zeros(1)
     return LandmarkErrors(float(np.hypot(*offsets_array.T).mean()), float(np.mean(along)), float(steps.mean()))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One way of restoring the clip, measured."""
+
+    name: str
+    flicker: float  # see ``flicker``
+    landmarks: LandmarkErrors | None  # None for the input (no landmarks used)
+    faces: int  # faces restored over the clip
+    seconds: float
+
+
+def measure_input(clip: SteadyClip) -> Measurement:
+    """The input's own flicker: sensor noise, and the resampling of the shake."""
+    return Measurement("input", flicker(clip, list(clip)), None, 0, 0.0)
+
+
+def measure_frame_by_frame(restorer: Any, clip: SteadyClip, **options: Any) -> tuple[Measurement, np.ndarray]:
+    """Each frame detected and restored on its own (as the official video script does), and the detector's
+    average landmarks (``reference_landmarks``) that the other measurements are compared with."""
+    started = time.perf_counter()
+    results = [restorer.restore(frame, **options) for frame in clip]
+    seconds = time.perf_counter() - started
+    used = [[face.landmarks for face in result.faces] for result in results]
+    reference = reference_landmarks(clip, used)
+    measurement = Measurement(
+        "frame by frame",
+        flicker(clip, [result.image for result in results]),
+        landmark_errors(clip, used, reference),
+        sum(result.restored_count for result in results),
+        seconds,
+    )
+    return measurement, reference
+
+
+def measure_steady(
+    restorer: Any, clip: SteadyClip, reference: np.ndarray, name: str, tracking: Any = None, **options: Any
+) -> Measurement:
+    """The video pipeline (tracking, smoothing, shared batches) with ``tracking`` (``TrackingParameters``)."""
+    from .pipeline import restore_array_frames
+
+    started = time.perf_counter()
+    frames = list(restore_array_frames(restorer, iter(clip), tracking=tracking, **options))
+    seconds = time.perf_counter() - started
+    outputs = [frame.restored if frame.restored is not None else frame.image for frame in frames]
+    used = [[face.landmarks for face in frame.faces] for frame in frames]
+    return Measurement(
+        name, flicker(clip, outputs), landmark_errors(clip, used, reference), sum(f.restored_count for f in frames), seconds
+    )
+
+
+def track_only(restorer: Any, clip: SteadyClip, tracking: Any) -> tuple[list[list[np.ndarray]], int]:
+    """The landmarks the pipeline would restore each frame with (no network), and how many frames were detected."""
+    from ..options import RestoreOptions
+    from .pipeline import ClipFrame, analyse
+
+    frames = list(analyse((ClipFrame(i, image) for i, image in enumerate(clip)), restorer, RestoreOptions(), tracking))
+    return [[face.landmarks for face in frame.faces] for frame in frames], sum(frame.detected for frame in frames)
