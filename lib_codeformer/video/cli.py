@@ -44,7 +44,7 @@ ANIMATED_SUFFIXES = frozenset({".gif", ".webp"})
 VIDEO_SUFFIXES = VIDEO_ONLY_SUFFIXES | ANIMATED_SUFFIXES
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "gif", "webp")
 # Detect faces on every N-th frame (landmarks carried by optical flow between): see the README's Video section.
-DEFAULT_DETECT_EVERY = 2
+DEFAULT_DETECT_EVERY = 3
 
 
 def is_video_file(path: str | os.PathLike) -> bool:

@@ -55,10 +55,11 @@ class SteadyClip:
     noise: float = 4.0  # standard deviation of the sensor noise, 0..255
     scale: float = 1.0  # the face's size in the frame relative to the photo
     seed: int = 0
+    second_shot: bool = True  # False: one shot, one face (the speed benchmark's clip)
 
     @property
     def cut(self) -> int:
-        return self.frames // 2
+        return self.frames // 2 if self.second_shot else self.frames
 
     def truths(self, index: int) -> list[FaceTruth]:
         """The true transform of each face on frame ``index`` (the entering face once it is partly in view)."""
