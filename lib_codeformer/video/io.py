@@ -194,6 +194,7 @@ def choose_pixel_format(av: Any, codec_name: str, wanted: str | None, width: int
     if not supported:
         return wanted or "yuv420p", None
     chosen = wanted if wanted in supported else ("yuv420p" if "yuv420p" in supported else supported[0])
+    changed = f"written as {chosen}: {codec_name} cannot write {wanted}" if wanted and chosen != wanted else None
     odd = width % 2 or height % 2
     subsampled = chosen in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p")
     if odd and subsampled and codec_name in _EVEN_SIZE_CODECS:
@@ -203,7 +204,7 @@ def choose_pixel_format(av: Any, codec_name: str, wanted: str | None, width: int
         raise VideoFileError(
             f"{width} x {height} is odd and {codec_name} cannot write odd sizes; choose another codec (--video-codec ffv1)"
         )
-    return chosen, None
+    return chosen, changed
 
 
 def _open_input(av: Any, source: Source) -> Any:
