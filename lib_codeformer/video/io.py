@@ -601,6 +601,9 @@ def transcode(
     """Decode ``source``, pass its frames and audio packets through ``process``, encode the result to ``destination``."""
     av = import_av()
     name = name_of(source)
+    if isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike)):
+        if Path(source).resolve() == Path(destination).resolve():
+            raise VideoFileError(f"{name}: the output would replace the input; write it elsewhere")
     container_name = output_container(destination, encoding, source)
     if encoding.frames is not None and encoding.frames[1] is not None and encoding.frames[1] <= encoding.frames[0]:
         raise VideoFileError(f"--frames {encoding.frames[0]}:{encoding.frames[1]} selects no frame")

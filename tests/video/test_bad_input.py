@@ -140,3 +140,10 @@ def test_without_pyav_the_error_says_what_to_install(good_mp4, identity_restorer
 def test_aligned_option_is_refused_for_videos(good_mp4, identity_restorer):
     with pytest.raises(ValueError, match="aligned"):
         identity_restorer.restore_video(good_mp4, good_mp4.with_name("out.mp4"), aligned=True)
+
+
+def test_the_input_is_never_the_output(good_mp4, identity_restorer):
+    before = digest(good_mp4)
+    with pytest.raises(VideoFileError, match="replace the input"):
+        identity_restorer.restore_video(good_mp4, good_mp4)
+    assert digest(good_mp4) == before
