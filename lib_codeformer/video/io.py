@@ -308,7 +308,7 @@ def _check_size(width: int, height: int, max_pixels: int | None, name: str) -> N
 
 
 class _Writer:
-    """The output container: the video encoder (set up from the first frame) and the audio streams."""
+    """The output container: the video stream (its rotation set from the first frame) and the audio streams."""
 
     def __init__(self, av: Any, target: Any, container_name: str, spec: _VideoSpec, encoding: EncodingOptions) -> None:
         self.av = av
@@ -394,19 +394,18 @@ class _Writer:
 
     def _add_video(self) -> Any:
         spec = self.spec
-        pix_fmt, note = choose_pixel_format(self.av, self.codec, spec.pix_fmt, spec.width, spec.height)
-        if note:
-            self.notes.append(note)
         if self.codec == "gif":
-            pix_fmt = "pal8"
+            pix_fmt = "pal8"  # each frame gets a palette of its own (``_palette_frame``)
+        else:
+            pix_fmt, note = choose_pixel_format(self.av, self.codec, spec.pix_fmt, spec.width, spec.height)
+            if note:
+                self.notes.append(note)
         options: dict[str, str] = {}
         crf = self.encoding.crf if self.encoding.crf is not None else DEFAULT_CRF.get(self.codec)
         if crf is not None:
             options["crf"] = str(crf)
         if self.codec in ("libvpx-vp9", "libvpx"):
             options["b"] = "0"
-        if self.codec == "mpeg4":
-            options["qscale"] = "2" if self.encoding.crf is None else str(max(1, min(31, self.encoding.crf)))
         if self.codec == "libwebp_anim":
             options["quality"] = str(90 if self.encoding.crf is None else max(0, min(100, 100 - 2 * self.encoding.crf)))
         rate = spec.rate if spec.rate and spec.rate > 0 else fractions.Fraction(25)
@@ -415,6 +414,9 @@ class _Writer:
         except (ValueError, self.av.FFmpegError) as error:
             raise VideoFileError(f"{self.codec} cannot be written into {self.container_name} ({_reason(error)})") from None
         video.width, video.height, video.pix_fmt = spec.width, spec.height, pix_fmt
+        if self.codec == "mpeg4":  # a fixed quantiser: 2 (its best but one) unless --video-crf says otherwise
+            quantiser = 2 if self.encoding.crf is None else max(1, min(31, self.encoding.crf))
+            video.codec_context.qmin = video.codec_context.qmax = quantiser
         time_base = 1 / rate if self.container_name == "avi" else spec.time_base
         video.time_base = time_base
         video.codec_context.time_base = time_base
@@ -590,6 +592,11 @@ def open_for_writing(path: Path) -> IO[bytes]:
     return open(path, "wb")
 
 
+def _same_file(source: Source, destination: Source) -> bool:
+    paths = (str, os.PathLike)
+    return isinstance(source, paths) and isinstance(destination, paths) and Path(source).resolve() == Path(destination).resolve()
+
+
 def transcode(
     source: Source,
     destination: Source,
@@ -601,9 +608,8 @@ def transcode(
     """Decode ``source``, pass its frames and audio packets through ``process``, encode the result to ``destination``."""
     av = import_av()
     name = name_of(source)
-    if isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike)):
-        if Path(source).resolve() == Path(destination).resolve():
-            raise VideoFileError(f"{name}: the output would replace the input; write it elsewhere")
+    if _same_file(source, destination):
+        raise VideoFileError(f"{name}: the output would replace the input; write it elsewhere")
     container_name = output_container(destination, encoding, source)
     if encoding.frames is not None and encoding.frames[1] is not None and encoding.frames[1] <= encoding.frames[0]:
         raise VideoFileError(f"--frames {encoding.frames[0]}:{encoding.frames[1]} selects no frame")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from video_clips import av, decoded, rotation_of, write_clip
 
+from lib_codeformer.video import io as video_io
 from lib_codeformer.video import pipeline
 from lib_codeformer.video.io import EncodingOptions
 
@@ -179,3 +180,15 @@ def test_memory_holds_a_bounded_number_of_frames(plain_frames, identity_restorer
         ahead = max(ahead, len(pulled) - consumed)
     bound = 3 * (pipeline.QUEUE_SIZE + 2) + pipeline.MAX_FRAMES_PER_CHUNK
     assert 0 < ahead <= bound
+
+
+def test_fallback_codecs_when_asked(tmp_path, face_frames, identity_restorer):
+    source = write_clip(tmp_path / "in.mp4", face_frames(3))
+    for codec, name, suffix in (("mpeg4", "mpeg4", ".mp4"), ("ffv1", "ffv1", ".mkv")):
+        out = tmp_path / f"out-{codec}{suffix}"
+        restore(identity_restorer, source, out, encoding=EncodingOptions(codec=codec))
+        images, _, info = decoded(out)
+        assert info["codec"] == name and len(images) == 3
+        assert np.abs(images[1].astype(int) - decoded(source)[0][1]).mean() < 4  # visually lossless or lossless
+    with pytest.raises(video_io.VideoFileError, match="no such video encoder"):
+        restore(identity_restorer, source, tmp_path / "x.mp4", encoding=EncodingOptions(codec="no-such-codec"))
