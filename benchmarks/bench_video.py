@@ -44,11 +44,10 @@ from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.faces.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.video import steadiness  # noqa: E402
-from lib_codeformer.video.cli import DEFAULT_DETECT_EVERY  # noqa: E402
 from lib_codeformer.video.cli import steadiness as cli_tracking  # noqa: E402
 from lib_codeformer.video.smoothing import SmoothingParameters  # noqa: E402
 from lib_codeformer.video.steadiness import SteadyClip  # noqa: E402
-from lib_codeformer.video.tracking import TrackingParameters  # noqa: E402
+from lib_codeformer.video.tracking import DEFAULT_DETECT_EVERY, TrackingParameters  # noqa: E402
 
 
 def machine() -> str:
@@ -103,6 +102,10 @@ def smoothing_table(identity: FaceRestorer) -> None:
         settings[f"flow-carried, gain {gain}"] = TrackingParameters(smoothing=SmoothingParameters(gain=gain))
     for every in (2, 3, 5, 8):
         settings[f"flow-carried, gain 0.2, detect every {every}"] = TrackingParameters(detect_every=every)
+    for gain in (0.1, 0.3):
+        settings[f"flow-carried, gain {gain}, detect every 3"] = TrackingParameters(
+            detect_every=3, smoothing=SmoothingParameters(gain=gain)
+        )
     print("| filter | landmark error px | lag px | jitter px | detections |")
     print("|---|---|---|---|---|")
     for name, tracking in settings.items():

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..options import DEFAULT_MAX_PIXELS
 from ..storage.images import IMAGE_SUFFIXES
 from .smoothing import UNSMOOTHED
-from .tracking import TrackingParameters
+from .tracking import DEFAULT_DETECT_EVERY, TrackingParameters
 
 if TYPE_CHECKING:
     from ..restorer import FaceRestorer
@@ -43,8 +43,6 @@ VIDEO_ONLY_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"
 ANIMATED_SUFFIXES = frozenset({".gif", ".webp"})
 VIDEO_SUFFIXES = VIDEO_ONLY_SUFFIXES | ANIMATED_SUFFIXES
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm", "avi", "gif", "webp")
-# Detect faces on every N-th frame (landmarks carried by optical flow between): see the README's Video section.
-DEFAULT_DETECT_EVERY = 3
 
 
 def is_video_file(path: str | os.PathLike) -> bool:

@@ -23,6 +23,10 @@ from ..faces.selection import face_from_landmarks
 from . import motion
 from .smoothing import SmoothingParameters, TemporalParameters, apply_motion, face_scale, fuse, mean_gap
 
+# Detect on every 3rd frame by default: the lowest landmark error of the settings measured, a third of the
+# detector's time (README, Video: ``benchmarks/bench_video.py --smoothing``).
+DEFAULT_DETECT_EVERY = 3
+
 
 class DetectedFace(Protocol):
     box: tuple[float, float, float, float]
@@ -32,7 +36,7 @@ class DetectedFace(Protocol):
 @dataclass(frozen=True)
 class TrackingParameters:
     # Detect on every N-th frame; the landmarks are carried by the measured motion in between.
-    detect_every: int = 1
+    detect_every: int = DEFAULT_DETECT_EVERY
     # Detections in a row a track may be missing from and still be restored (where its motion carries it).
     max_missed: int = 3
     # A detection continues a track when their boxes overlap at least this much (intersection over union) ...

@@ -64,3 +64,9 @@ def test_items_that_are_not_frames_keep_their_place(plain_frames, identity_resto
 def test_options_are_checked_before_anything_runs(identity_restorer):
     with pytest.raises(ValueError, match="fidelity"):
         list(pipeline.restore_frames(identity_restorer, iter([]), fidelity=3))
+
+
+def test_by_default_faces_are_detected_on_every_third_frame(face_frames, identity_restorer):
+    frames = (pipeline.ClipFrame(i, image) for i, image in enumerate(face_frames(7, second_shot=False)))
+    detected = [frame.detected for frame in pipeline.restore_frames(identity_restorer, frames)]
+    assert detected == [True, False, False, True, False, False, True]
