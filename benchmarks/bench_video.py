@@ -17,9 +17,10 @@ Three parts (all by default; pick with --flicker, --smoothing, --speed):
   track, restore, encode) against AUTOMATIC1111 1.10's per-frame path
   (facexlib's helper around spandrel's CodeFormer, as
   ``bench_pipeline.py`` builds it, given the same detector's landmarks on
-  every frame) on the same frames. Needs ``pip install -e ".[bench,video]"``.
+  every frame) on the same frames, the two alternating in rounds over parts of
+  the clip so that both see the same load. Needs ``pip install -e ".[bench,video]"``.
 
-    python benchmarks/bench_video.py [--frames 24] [--speed-seconds 10] [--reference-frames 12]
+    python benchmarks/bench_video.py [--frames 24] [--speed-seconds 10] [--reference-frames 12] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -156,9 +157,12 @@ def detection_times() -> None:
         print(f"| {name} | {statistics.median(spent):.3f} |", flush=True)
 
 
-def speed_table(restorer: FaceRestorer, state_dict: dict, seconds: float, reference_frames: int) -> None:
+def speed_table(restorer: FaceRestorer, state_dict: dict, seconds: float, reference_frames: int, rounds: int) -> None:
+    """Ours and AUTOMATIC1111's path in alternating rounds over parts of the clip, so that both see the same load."""
     import av
     from bench_pipeline import Automatic1111Path
+
+    from lib_codeformer.video.io import EncodingOptions
 
     frame_count = round(25 * seconds)
     clip = SteadyClip(astronaut(), width=1280, height=720, frames=frame_count, scale=2.0, second_shot=False)
@@ -170,27 +174,39 @@ def speed_table(restorer: FaceRestorer, state_dict: dict, seconds: float, refere
             for frame in clip:
                 out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
             out.mux(video.encode(None))
-        print(f"\n## Speed ({frame_count} frames of 1280 x 720, one face; {machine()})\n", flush=True)
-        started = time.perf_counter()
-        result = restorer.restore_video(source, Path(folder) / "ours.mp4")
-        ours = (time.perf_counter() - started) / result.frames
+        print(f"\n## Speed ({frame_count} frames of 1280 x 720, one face, {rounds} rounds; {machine()})\n", flush=True)
         reference = Automatic1111Path(state_dict, Path(folder))
         yunet = YuNetDetector()
-        spent = []
-        for index, frame in enumerate(clip):
-            if index >= reference_frames:
-                break
+        print("| round | frames | ours s/frame (detections) | AUTOMATIC1111 s/frame (timed) | ours / AUTOMATIC1111 | load |")
+        print("|---|---|---|---|---|---|")
+        ratios, ours_total, ours_frames, theirs_all = [], 0.0, 0, []
+        for number in range(rounds):
+            first, last = number * frame_count // rounds, (number + 1) * frame_count // rounds
             started = time.perf_counter()
-            landmarks = [d.landmarks for d in detect_faces(yunet, frame, DEFAULT_CONFIDENCE["yunet"])]
-            reference.restore(frame, landmarks, {"network": 0.0, "paste": 0.0})
-            spent.append(time.perf_counter() - started)
-        theirs = statistics.mean(spent)
-    print("| path | s per frame | frames/s | ours / AUTOMATIC1111 |")
-    print("|---|---|---|---|")
-    print(f"| AUTOMATIC1111 per frame (first {len(spent)} frames) | {theirs:.2f} | {1 / theirs:.3f} | |")
+            part = EncodingOptions(frames=(first, last))
+            result = restorer.restore_video(source, Path(folder) / f"ours{number}.mp4", encoding=part)
+            ours = (time.perf_counter() - started) / result.frames
+            ours_total, ours_frames = ours_total + ours * result.frames, ours_frames + result.frames
+            spent = []
+            for index in range(first, min(last, first + max(1, reference_frames // rounds))):
+                frame = clip.frame(index)
+                started = time.perf_counter()
+                landmarks = [d.landmarks for d in detect_faces(yunet, frame, DEFAULT_CONFIDENCE["yunet"])]
+                reference.restore(frame, landmarks, {"network": 0.0, "paste": 0.0})
+                spent.append(time.perf_counter() - started)
+            theirs = statistics.mean(spent)
+            theirs_all += spent
+            ratios.append(ours / theirs)
+            load = os.getloadavg()[0]
+            print(
+                f"| {number + 1} | {first}-{last - 1} | {ours:.2f} ({result.detections}) | {theirs:.2f} ({len(spent)}) "
+                f"| {ours / theirs:.2f} | {load:.1f} |",
+                flush=True,
+            )
+    ours_mean, theirs_mean = ours_total / ours_frames, statistics.mean(theirs_all)
     print(
-        f"| ours, end to end ({result.frames} frames, {result.detections} detections, {result.faces_restored} faces) "
-        f"| {ours:.2f} | {1 / ours:.3f} | {ours / theirs:.2f} |"
+        f"| all | {ours_frames} | {ours_mean:.2f} ({1 / ours_mean:.3f} frames/s) "
+        f"| {theirs_mean:.2f} ({1 / theirs_mean:.3f} frames/s) | {statistics.median(ratios):.2f} (median of rounds) | |"
     )
 
 
@@ -201,7 +217,8 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--frames", type=int, default=24, help="frames of the flicker clip (half before the cut)")
     parser.add_argument("--speed-seconds", type=float, default=10.0, help="length of the 720p speed clip")
-    parser.add_argument("--reference-frames", type=int, default=12, help="frames AUTOMATIC1111's path is timed on")
+    parser.add_argument("--reference-frames", type=int, default=12, help="frames AUTOMATIC1111's path is timed on, in all")
+    parser.add_argument("--rounds", type=int, default=4, help="alternate ours and AUTOMATIC1111's path this many times")
     args = parser.parse_args()
     everything = not (args.flicker or args.smoothing or args.speed)
     state_dict = synthetic_state_dict(1234)
@@ -212,7 +229,7 @@ def main() -> None:
     if everything or args.flicker:
         flicker_table(args.frames, restorer)
     if everything or args.speed:
-        speed_table(restorer, state_dict, args.speed_seconds, args.reference_frames)
+        speed_table(restorer, state_dict, args.speed_seconds, args.reference_frames, args.rounds)
 
 
 if __name__ == "__main__":
