@@ -22,6 +22,7 @@ class Job:
 
     source: Any  # a local Path, or a location string of another storage
     relative: PurePath  # the result's path under the output root
+    video: bool = False  # restored as a video (streamed frame by frame), not as an image
 
 
 class OutputClash(ValueError):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,21 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
+# A face in a ``restore_many`` call: (index of its image, index of the face among that image's faces).
+FaceKey = tuple[int, int]
+
+
+class FaceFilter(Protocol):
+    """Sees each batch of aligned faces (512 x 512 RGB float in [0, 1]) just before and after the network.
+
+    Video restoration uses it to hold a face steady over time (a temporal
+    filter per tracked face, ``lib_codeformer.video.smoothing``); a single
+    image has no use for it.
+    """
+
+    def network_input(self, keys: list[FaceKey], crops: list[np.ndarray]) -> list[np.ndarray]: ...
+
+    def network_output(self, keys: list[FaceKey], restored: list[np.ndarray | None]) -> list[np.ndarray | None]: ...
 
 
 @dataclass
@@ -266,12 +281,14 @@ class FaceRestorer:
         landmarks: Sequence[Sequence[np.ndarray] | None] | None = None,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
+        face_filter: FaceFilter | None = None,
         **options: Any,
     ) -> list[RestoreResult]:
         """Restore several images at once: their faces share the network's batches (video frames, for one).
 
         ``landmarks``: per image, its faces' landmarks or None to detect them.
-        Each result's ``timings`` are those of the whole call.
+        ``face_filter``: sees the aligned faces before and after the network
+        (see ``FaceFilter``). Each result's ``timings`` are those of the whole call.
         """
         settings = RestoreOptions.checked(**options)
         if landmarks is not None and len(landmarks) != len(images):
@@ -285,7 +302,7 @@ class FaceRestorer:
                 for canvas, found in zip(canvases, faces, strict=True)
             ]
         started = time.perf_counter()
-        found_faces, detector_names, work = [], [], []
+        found_faces, detector_names, work, keys = [], [], [], []
         for index, canvas in enumerate(canvases):
             given = None if landmarks is None else landmarks[index]
             faces, name = self._find_faces(canvas.pixels, given, settings)
@@ -300,12 +317,34 @@ class FaceRestorer:
                 max_face_size=settings.max_face_size,
             )
             work += [(canvas, faces[i]) for i in chosen]
+            keys += [(index, i) for i in chosen]
         timings["detect"] = time.perf_counter() - started
-        self._restore_into(work, settings, progress, should_stop, timings)
+        self._restore_into(work, settings, progress, should_stop, timings, keys, face_filter)
         return [
             RestoreResult(canvas.pixels.give_back(canvas.output), faces, name, timings, canvas.changed)
             for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
         ]
+
+    def restore_video(
+        self,
+        source: str | os.PathLike | Any,
+        destination: str | os.PathLike | Any,
+        *,
+        progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
+        **options: Any,
+    ) -> Any:
+        """Restore every face of a video file (paths or binary file objects); needs PyAV (the ``video`` extra).
+
+        Takes ``restore``'s options, plus ``encoding`` (``video.io.EncodingOptions``)
+        and ``tracking`` (``video.tracking.TrackingParameters``). Frames are
+        decoded, restored and encoded as a stream; ``progress(done, total)``
+        is called per frame written, ``should_stop()`` asked between batches.
+        Returns a ``video.VideoResult``. See ``lib_codeformer.video``.
+        """
+        from .video.pipeline import restore_video
+
+        return restore_video(self, source, destination, progress=progress, should_stop=should_stop, **options)
 
     def _canvas(self, image: np.ndarray | Image.Image, settings: RestoreOptions) -> _Canvas:
         pixels = to_pixels(image)
@@ -331,6 +370,8 @@ class FaceRestorer:
         progress: Progress | None,
         should_stop: ShouldStop | None,
         timings: dict[str, float],
+        keys: list[FaceKey],
+        face_filter: FaceFilter | None,
     ) -> None:
         """Restore each (canvas, face) pair in batches and paste it into its canvas."""
         total = len(work)
@@ -343,9 +384,13 @@ class FaceRestorer:
             batch = work[start : start + self.batch_size]
             aligns = [geometry.alignment_matrix(face.landmarks) for _, face in batch]
             crops = [compositing.crop_face(canvas.pixels, matrix) for (canvas, _), matrix in zip(batch, aligns, strict=True)]
+            batch_keys = keys[start : start + self.batch_size]
+            network_input = crops if face_filter is None else face_filter.network_input(batch_keys, crops)
             network_started = time.perf_counter()
-            restored = self._run_network(crops, settings.fidelity, [face for _, face in batch])
+            restored = self._run_network(network_input, settings.fidelity, [face for _, face in batch])
             network_ended = time.perf_counter()
+            if face_filter is not None:
+                restored = face_filter.network_output(batch_keys, restored)
             masks = self._masks(restored, settings)
             for (canvas, face), matrix, crop, result, mask in zip(batch, aligns, crops, restored, masks, strict=True):
                 if result is not None:

@@ -15,8 +15,9 @@ LAYERS = (
     ("network",),
     ("acceleration",),
     ("faces",),
+    ("video",),  # drives a restorer handed to it; its imports of restorer are for type checking only
     ("restorer",),
-    ("batch", "video", "distributed"),
+    ("batch", "distributed"),
     ("frontends",),
 )
 # Imported at WebUI start-up or by the command line's parser: must not pull in torch (seconds) or the network.
@@ -36,7 +37,7 @@ def imports_of(path: Path) -> set[str]:
     name = module_name(path)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _run_time_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
@@ -52,6 +53,16 @@ def imports_of(path: Path) -> set[str]:
             ours = [alias.name for alias in node.names if alias.name.startswith("lib_codeformer.")]
             found.update(name.removeprefix("lib_codeformer.") for name in ours)
     return {target for target in found if target in MODULES and target not in (name, "")}
+
+
+def _run_time_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:`` (imports there never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            yield from (inner for child in node.orelse for inner in [child, *_run_time_nodes(child)])
+            continue
+        yield node
+        yield from _run_time_nodes(node)
 
 
 def third_party_imports(path: Path) -> set[str]:

@@ -31,14 +31,16 @@ def _restore(args: argparse.Namespace) -> int:
     from ..batch import Job, OutputClash, check_no_clashes
     from ..restorer import FaceRestorer
     from ..storage.atomic import remove_stale
-    from ..storage.images import iter_inputs
+    from ..storage.images import IMAGE_SUFFIXES, iter_inputs
     from ..storage.model_files import COMMAND_LINE_ADVICE
+    from ..video import cli as video_cli
 
     missing = [path for path in args.inputs if not Path(path).exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
     try:
         options = _restore_options(args)
+        video_settings = video_cli.settings_from_args(args)
         restorer = FaceRestorer(
             args.weights,
             detector=args.detector,
@@ -51,14 +53,18 @@ def _restore(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _usage_error(str(error))
     output_dir = Path(args.output).resolve()
-    jobs = [Job(source, relative) for source, relative in iter_inputs(args.inputs, args.recursive, exclude=output_dir)]
+    suffixes = IMAGE_SUFFIXES | video_cli.VIDEO_SUFFIXES
+    jobs = []
+    for source, relative in iter_inputs(args.inputs, args.recursive, exclude=output_dir, suffixes=suffixes):
+        video = video_cli.is_video_file(source)
+        jobs.append(Job(source, video_cli.video_target(relative, video_settings) if video else relative, video))
     try:
         check_no_clashes(jobs, str(output_dir))
     except OutputClash as error:
         return _usage_error(str(error))
     for leftover in remove_stale(output_dir):
         print(f"removed {leftover}, left by an interrupted run", file=sys.stderr)
-    run = _Run(restorer, options, args, output_dir)
+    run = _Run(restorer, options, args, output_dir, video_settings)
     with _terminate_as_interrupt():
         try:
             run.all(jobs)
@@ -67,7 +73,7 @@ def _restore(args: argparse.Namespace) -> int:
             print("interrupted; finished images are kept, --skip-existing resumes", file=sys.stderr)
             return 130
     run.summary()
-    return 1 if run.counts["failed"] else 0
+    return 1 if run.failures else 0
 
 
 def _usage_error(message: str) -> int:
@@ -109,17 +115,21 @@ def _restore_options(args: argparse.Namespace) -> dict:
 
 
 class _Run:
-    """One restore command's work: files read and written in threads beside the network, and the counts."""
+    """One restore command's work: images read and written in threads beside the network, videos streamed, counts."""
 
-    def __init__(self, restorer, options: dict, args: argparse.Namespace, output_dir: Path) -> None:
+    def __init__(self, restorer, options: dict, args: argparse.Namespace, output_dir: Path, video_settings) -> None:
         self.restorer, self.options, self.args, self.output_dir = restorer, options, args, output_dir
+        self.video_settings = video_settings
         self.counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
+        self.videos = None
 
     def all(self, jobs: list) -> None:
         from tqdm import tqdm
 
+        from ..video import cli as video_cli
+
         inputs = {job.source.resolve() for job in jobs}
-        work = []
+        images, videos = [], []
         for job in jobs:
             target = (self.output_dir / job.relative).resolve()
             problem = _refuse_target(target, self.output_dir, inputs, self.args)
@@ -128,9 +138,13 @@ class _Run:
             elif problem:
                 self.failed(f"{job.source}: {problem}")
             else:
-                work.append((job.source, target))
-        with tqdm(total=len(work), unit="image", disable=self.args.quiet, file=sys.stderr) as bar:
-            self._images(work, bar)
+                (videos if job.video else images).append((job.source, target))
+        if images:
+            with tqdm(total=len(images), unit="image", disable=self.args.quiet, file=sys.stderr) as bar:
+                self._images(images, bar)
+        if videos:
+            options = {key: value for key, value in self.options.items() if key != "aligned"}  # videos are never aligned faces
+            self.videos = video_cli.restore_videos(self.restorer, videos, self.video_settings, options, quiet=self.args.quiet)
 
     def failed(self, message: str) -> None:
         from tqdm import tqdm
@@ -140,7 +154,7 @@ class _Run:
 
     def _images(self, work: list[tuple[Path, Path]], bar) -> None:
         """Read ahead and write behind in --jobs threads; the network runs here. A result counts once it is on disk."""
-        from ..storage.images import ImageFileError, check_writable, read_image, write_image
+        from ..storage.images import check_writable, read_image, write_image
 
         jobs, started = self.args.jobs, time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=jobs)
@@ -158,7 +172,7 @@ class _Run:
                 except WeightsError:
                     raise
                 except Exception as error:  # one bad image must not end the batch
-                    self.failed(str(error) if isinstance(error, ImageFileError) else f"{source}: {error}")
+                    self.failed(str(error) if str(error).startswith(str(source)) else f"{source}: {error}")
                     bar.update()
                     continue
                 writes.append((source, target, pool.submit(write_image, target, result.image, loaded), result.restored_count))
@@ -181,12 +195,20 @@ class _Run:
             self.counts["images"] += 1
             self.counts["faces"] += faces
 
+    @property
+    def failures(self) -> int:
+        return self.counts["failed"] + (self.videos.failed if self.videos is not None else 0)
+
     def summary(self) -> None:
+        from ..video import cli as video_cli
+
         counts = self.counts
         print(
             f"{counts['images']} images written, {counts['faces']} faces restored, "
             f"{counts['skipped']} skipped, {counts['failed']} failed -> {self.output_dir}"
         )
+        if self.videos is not None:
+            print(video_cli.summary_line(self.videos))
 
 
 @contextmanager
@@ -223,14 +245,15 @@ def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argp
 def _add_restore_parser(commands) -> None:
     from ..network.inference import PRECISIONS
     from ..options import DEFAULT_MAX_PIXELS, DETECTORS, FACE_SELECTIONS, MASKS, default
+    from ..video import cli as video_cli
 
     restore = commands.add_parser(
         "restore",
-        help="restore the faces in image files and folders",
-        description="Find the faces in each image, restore them with CodeFormer and write the result under --output, "
-        "keeping relative paths, format and metadata. Input files are never modified.",
+        help="restore the faces in image and video files and folders",
+        description="Find the faces in each image or video, restore them with CodeFormer and write the result under "
+        "--output, keeping relative paths, format and metadata. Input files are never modified.",
     )
-    restore.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders")
+    restore.add_argument("inputs", nargs="+", metavar="INPUT", help="image and video files and folders")
     restore.add_argument("--output", "-o", required=True, metavar="DIR", help="folder for the results")
     restore.add_argument(
         "--fidelity",
@@ -271,6 +294,7 @@ def _add_restore_parser(commands) -> None:
     )
     restore.add_argument("--jobs", "-j", type=int, default=2, help="threads reading and writing files beside the network")
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    video_cli.add_arguments(restore)
     restore.set_defaults(run=_restore)
 
 

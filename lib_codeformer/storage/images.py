@@ -289,6 +289,8 @@ def _webp_is_lossless(data: bytes) -> bool:
 def check_writable(loaded: LoadedImage) -> None:
     """ImageFileError when a result could not be written in the input's format (checked before any work)."""
     Image.init()
+    if loaded.format == "GIF":  # a still GIF; animated ones are restored as videos
+        raise ImageFileError("a GIF holds 256 colours, too few for a restored face: convert it to PNG first")
     if loaded.format not in Image.SAVE:
         raise ImageFileError(
             f"{loaded.format} files can be read but not written here; convert the input to PNG or TIFF first"

@@ -1,0 +1,91 @@
+"""The command line's video pieces, driven the way ``python -m lib_codeformer restore`` will call them."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from video_clips import decoded, write_clip
+
+from lib_codeformer.video import cli as video_cli
+from lib_codeformer.video.smoothing import UNSMOOTHED
+
+
+def run(argv: list[str], restorer) -> int:
+    """The real command line (``python -m lib_codeformer restore``) with ``restorer`` as the restorer it makes."""
+    from lib_codeformer import restorer as restorer_module
+    from lib_codeformer.frontends import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(restorer_module, "FaceRestorer", lambda *args, **kwargs: restorer)
+        return cli.main(["restore", *argv])
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def media(tmp_path, face_frames, plain_frames) -> Path:
+    """in/a.mp4 (face, sound), in/sub/b.mkv, in/moving.gif (animated), in/still.gif, in/photo.png, in/broken.mp4."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    frames = face_frames(4)
+    write_clip(root / "a.mp4", frames, audio="aac")
+    write_clip(root / "sub" / "b.mkv", plain_frames(3), codec="ffv1")
+    images = [Image.fromarray(frame) for frame in frames[:3]]
+    images[0].save(root / "moving.gif", save_all=True, append_images=images[1:], duration=40, loop=0)
+    images[0].save(root / "still.gif")
+    images[0].save(root / "photo.png")
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but nothing else")
+    return root
+
+
+def test_folders_of_videos_one_failure_reported_the_rest_written(media, tmp_path, identity_restorer, capsys):
+    before = digests(media)
+    status = run([str(media), "--recursive", "--output", str(tmp_path / "out"), "--quiet"], identity_restorer)
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "failed: " in captured.err and "broken.mp4" in captured.err
+    assert "3 videos written (" in captured.out and "1 failed" in captured.out
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["a.mp4", "moving.gif", "photo.png", "sub/b.mkv"]  # the PNG is an image, restored as one
+    assert "still.gif" in captured.err and "256 colours" in captured.err  # a still GIF is an image it cannot hold
+    assert digests(media) == before  # inputs untouched
+
+
+def test_video_format_and_progress_summary(media, tmp_path, identity_restorer, capsys):
+    status = run([str(media / "a.mp4"), "--output", str(tmp_path / "out"), "--video-format", "mkv"], identity_restorer)
+    captured = capsys.readouterr()
+    assert status == 0
+    assert decoded(tmp_path / "out" / "a.mkv")[2]["audio"] == ["aac"]
+    assert "a.mp4: 4 frames, " in captured.err and "frames/s" in captured.err  # the per-file summary line
+    assert "frame" in captured.err  # the progress bar
+
+
+def test_bad_video_options_are_usage_errors(media, tmp_path, identity_restorer, capsys):
+    argv = [str(media), "--output", str(tmp_path / "out"), "--frames", "9:3", "--video-crf", "99", "--detect-every", "0"]
+    assert run(argv, identity_restorer) == 2
+    message = capsys.readouterr().err
+    assert "--frames" in message and "--video-crf" in message and "--detect-every" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_frames_option_and_no_steady():
+    parser = argparse.ArgumentParser()
+    video_cli.add_arguments(parser)
+    settings = video_cli.settings_from_args(parser.parse_args(["--frames", "10:", "--no-steady", "--no-audio"]))
+    assert settings.encoding.frames == (10, None) and not settings.encoding.audio
+    assert settings.tracking.smoothing == UNSMOOTHED and settings.tracking.temporal is None
+    assert not settings.tracking.follow_motion and settings.tracking.detect_every == 1
+    default = video_cli.settings_from_args(parser.parse_args([]))
+    assert default.tracking.detect_every == video_cli.DEFAULT_DETECT_EVERY and default.tracking.temporal is not None
+
+
+def test_which_files_are_videos(media):
+    assert video_cli.is_video_file(media / "a.mp4") and video_cli.is_video_file(media / "moving.gif")
+    assert not video_cli.is_video_file(media / "still.gif") and not video_cli.is_video_file(media / "photo.png")
+    assert {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp"} <= video_cli.VIDEO_SUFFIXES
