@@ -118,11 +118,20 @@ class _Run:
     def all(self, jobs: list) -> None:
         from tqdm import tqdm
 
+        from ..batch import refuse_target
+
         inputs = {job.source.resolve() for job in jobs}
         work = []
         for job in jobs:
             target = (self.output_dir / job.relative).resolve()
-            problem = _refuse_target(target, self.output_dir, inputs, self.args)
+            problem = refuse_target(
+                target,
+                self.output_dir,
+                inputs,
+                target.exists(),
+                skip_existing=self.args.skip_existing,
+                overwrite=self.args.overwrite,
+            )
             if problem == "skip":
                 self.counts["skipped"] += 1
             elif problem:
@@ -182,11 +191,9 @@ class _Run:
             self.counts["faces"] += faces
 
     def summary(self) -> None:
-        counts = self.counts
-        print(
-            f"{counts['images']} images written, {counts['faces']} faces restored, "
-            f"{counts['skipped']} skipped, {counts['failed']} failed -> {self.output_dir}"
-        )
+        from ..batch import summary_line
+
+        print(summary_line(self.counts, self.output_dir))
 
 
 @contextmanager
@@ -204,20 +211,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argparse.Namespace) -> str | None:
-    """Why ``target`` must not be written ("skip" to pass over it quietly), or None."""
-    if output_dir != target and output_dir not in target.parents:
-        return f"output {target} would be outside {output_dir}"
-    if target in inputs:
-        return f"output {target} is an input file; choose another --output folder"
-    if target.exists():
-        if args.skip_existing:
-            return "skip"
-        if not args.overwrite:
-            return f"{target} exists (--skip-existing to keep it, --overwrite to replace it)"
-    return None
 
 
 def _add_restore_parser(commands) -> None:
