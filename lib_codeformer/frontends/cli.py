@@ -34,11 +34,18 @@ def _restore(args: argparse.Namespace) -> int:
     from ..storage.images import iter_inputs
     from ..storage.model_files import COMMAND_LINE_ADVICE
 
-    missing = [path for path in args.inputs if not Path(path).exists()]
+    uris = [location for location in [*args.inputs, args.output] if "://" in location]
+    if uris and args.ray is None:
+        return _usage_error(f"{uris[0]}: object storage is read and written on a Ray cluster (--ray); this reads local files")
+    missing = [path for path in args.inputs if "://" not in path and not Path(path).exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
     try:
         options = _restore_options(args)
+        if args.ray is not None:
+            from ..distributed.command import restore_on_ray
+
+            return restore_on_ray(args, options)
         restorer = FaceRestorer(
             args.weights,
             detector=args.detector,
@@ -264,7 +271,25 @@ def _add_restore_parser(commands) -> None:
     )
     restore.add_argument("--jobs", "-j", type=int, default=2, help="threads reading and writing files beside the network")
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_ray_arguments(restore)
     restore.set_defaults(run=_restore)
+
+
+def _add_ray_arguments(restore) -> None:
+    ray = restore.add_argument_group("on a Ray cluster (the [ray] extra; see the README's \"Many machines\")")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="restore on a Ray cluster: auto (the one `ray start` made here), HOST:PORT or ray://HOST:10001; "
+        "INPUT and --output may then be s3://bucket/prefix or gs://bucket/prefix",
+    )
+    ray.add_argument("--ray-actors", type=int, metavar="N", help="restoring actors (default: one per GPU, else by CPUs)")
+    ray.add_argument(
+        "--ray-cpus-per-actor", type=int, metavar="N", help="CPU cores (threads) per actor (default: 4, or the smallest node's)"
+    )
+    ray.add_argument("--ray-files-per-batch", type=int, metavar="N", help="files per actor call (default 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:
