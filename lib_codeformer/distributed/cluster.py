@@ -114,14 +114,23 @@ def plan_actors(device: str | None, actors: int | None, cpus_per_actor: int | No
     if device == "cuda" and gpus < 1:
         raise ValueError("--device cuda: the Ray cluster has no GPUs")
     if device != "cpu" and gpus >= 1:
-        return ActorPlan(actors or gpus, cpus_per_actor or 1, 1, "cuda")
+        return ActorPlan(_placeable(actors, gpus, "GPU"), cpus_per_actor or 1, 1, "cuda")
     node_cpus = [int(resources.get("CPU", 0)) for resources in nodes if resources.get("CPU", 0) >= 1]
     if not node_cpus:
         raise ValueError("the Ray cluster has no CPUs free for actors (ray status shows its resources)")
     per_actor = cpus_per_actor or min(DEFAULT_CPUS_PER_ACTOR, min(node_cpus))
     if per_actor > max(node_cpus):
         raise ValueError(f"--ray-cpus-per-actor {per_actor} is more than any node has (the largest has {max(node_cpus)})")
-    return ActorPlan(actors or max(1, sum(cpus // per_actor for cpus in node_cpus)), per_actor, 0, "cpu")
+    capacity = sum(cpus // per_actor for cpus in node_cpus)
+    return ActorPlan(_placeable(actors, capacity, f"{per_actor}-CPU"), per_actor, 0, "cpu")
+
+
+def _placeable(actors: int | None, capacity: int, kind: str) -> int:
+    """``actors`` (default: as many as fit), or ValueError if the cluster cannot hold them all at once:
+    Ray Data waits for a whole fixed pool before starting, and would wait for ever."""
+    if actors is not None and actors > capacity:
+        raise ValueError(f"--ray-actors {actors}: the Ray cluster holds {capacity} {kind} actors at once")
+    return actors or max(1, capacity)
 
 
 @dataclass(frozen=True)

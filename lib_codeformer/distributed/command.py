@@ -70,10 +70,10 @@ def restore_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
+        if connected:
+            require_ray().shutdown()  # this run's actors end with it: no writer of ours is left
         for leftover in destination.remove_owned():
             print(f"removed {leftover}, left by a worker that stopped mid-write", file=sys.stderr)
-        if connected:
-            require_ray().shutdown()
     run.summary()
     return 1 if run.counts["failed"] else 0
 

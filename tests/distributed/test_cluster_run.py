@@ -99,3 +99,14 @@ def test_restore_images_is_a_step_of_a_ray_data_pipeline(cluster, archive, local
         assert by_name[name]["bytes"] == (local_out / "people" / name).read_bytes()
         assert by_name[name]["faces"] == 1 and by_name[name]["error"] is None
     assert by_name["broken.png"]["bytes"] is None and "not a readable image" in by_name["broken.png"]["error"]
+
+
+def test_more_actors_than_the_cluster_holds_is_a_usage_error(cluster, archive, tmp_path, capsys):
+    """Ray Data would wait for ever for a pool it cannot place; the command says so instead."""
+    from lib_codeformer.frontends import cli
+
+    arguments = ["restore", str(archive / "people"), "--output", str(tmp_path / "out"), "--quiet"]
+    status = cli.main([*arguments, "--ray", cluster.address, "--ray-actors", "3"])
+    assert status == 2
+    assert "--ray-actors 3: the Ray cluster holds 2 1-CPU actors at once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
