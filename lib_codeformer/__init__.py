@@ -11,6 +11,8 @@ Layout (imports go downwards only; ``tests/test_layering.py`` keeps it so):
 - ``acceleration/``: making a loaded network fast on this processor;
 - ``faces/``: detection, geometry, parsing, compositing, on arrays;
 - ``restorer``: ``FaceRestorer``, wiring the above together;
+- ``batch``, ``distributed/``: many files, on this machine or on a Ray
+  cluster (only ``distributed`` imports Ray, and only when used);
 - ``frontends/``: command line, HTTP route, WebUI runtime and controls.
 """
 

@@ -7,7 +7,7 @@ same bytes for the same input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -41,6 +41,42 @@ def check_no_clashes(jobs: Iterable[Job], output_root: str) -> None:
                 f"{first.source} and {job.source} would both be written to {output_root}/{job.relative.as_posix()}; "
                 "restore them in separate runs (or to separate --output folders), or rename one"
             )
+
+
+def refuse_target(
+    target: PurePath,
+    output_root: PurePath,
+    inputs: Collection[PurePath],
+    exists: bool,
+    *,
+    skip_existing: bool,
+    overwrite: bool,
+) -> str | None:
+    """Why ``target`` must not be written ("skip" to pass over it quietly), or None.
+
+    Paths are as the storage compares them (local ones resolved, symlinks
+    included; object keys as they are), so one rule serves local folders and
+    object storage: never outside the output root, never onto an input,
+    never over an existing result unless asked.
+    """
+    if output_root != target and output_root not in target.parents:
+        return f"output {target} would be outside {output_root}"
+    if target in inputs:
+        return f"output {target} is an input file; choose another --output folder"
+    if exists:
+        if skip_existing:
+            return "skip"
+        if not overwrite:
+            return f"{target} exists (--skip-existing to keep it, --overwrite to replace it)"
+    return None
+
+
+def summary_line(counts: Mapping[str, int], output_root: object) -> str:
+    """The line that ends every restore run, local or on a cluster (scripts read it)."""
+    return (
+        f"{counts['images']} images written, {counts['faces']} faces restored, "
+        f"{counts['skipped']} skipped, {counts['failed']} failed -> {output_root}"
+    )
 
 
 def restore_encoded(

@@ -3,7 +3,9 @@
 # on the package set of a host (inside a WebUI the network runs on the host's torch), then the compiled
 # kernel's tests again under AddressSanitizer.
 #   1. .venv (made by the README's install step): the newest torch and numpy 2, as the command line and SD.Next
-#      run (SD.Next's gradio 3.43.2, installed as SD.Next installs it); ruff, then every test.
+#      run (SD.Next's gradio 3.43.2, installed as SD.Next installs it), and Ray with its test tools; ruff, then
+#      every test (tests/distributed starts a two-node Ray cluster and an S3 server of its own, on 127.0.0.1; in
+#      the host environments, which have no Ray, those tests skip).
 #   2. .venv-forge: Forge f2.0.1's set (torch 2.3.1, torchvision 0.18.1, gradio 4.40, pydantic 2, numpy 1.26).
 #   3. .venv-a1111: AUTOMATIC1111 1.10's set, the floor (torch 2.1.2, torchvision 0.16.2, numpy 1.26.2,
 #      gradio 3.41.2, fastapi 0.94, pydantic 1, Pillow 9.5).
@@ -21,7 +23,7 @@ host_environment() {  # name, extra: create it where missing and install the pro
 (host_environment .venv-forge host-forge && host_environment .venv-a1111 host-a1111) >"$logs/install.log" 2>&1 &
 installing=$!
 
-.venv/bin/pip install -q -e ".[test,video]"
+.venv/bin/pip install -q -e ".[test,video,ray-test]"
 # SD.Next pins gradio 3.43.2 and installs it without its declared dependencies (which would take numpy below 2).
 .venv/bin/pip install -q --no-deps "gradio==3.43.2" "gradio-client==0.5.0"
 .venv/bin/pip install -q aiofiles ffmpy pydub uvicorn semantic-version altair python-multipart "websockets<12" \

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..errors import WeightsError
 from ..network.weights import convert_to_safetensors
@@ -35,11 +35,22 @@ def _restore(args: argparse.Namespace) -> int:
     from ..storage.model_files import COMMAND_LINE_ADVICE
     from ..video import cli as video_cli
 
-    missing = [path for path in args.inputs if not Path(path).exists()]
+    uris = [location for location in [*args.inputs, args.output] if "://" in location]
+    if uris and args.ray is None:
+        return _usage_error(f"{uris[0]}: object storage is read and written on a Ray cluster (--ray); this reads local files")
+    missing = [path for path in args.inputs if "://" not in path and not Path(path).exists()]
     if missing:
         return _usage_error(f"no such file or folder: {', '.join(missing)}")
     try:
         options = _restore_options(args)
+        if args.ray is not None:
+            from ..distributed.command import restore_on_ray
+
+            videos = [path for path in args.inputs if PurePath(path).suffix.lower() in video_cli.VIDEO_ONLY_SUFFIXES]
+            if videos:
+                return _usage_error(f"{videos[0]}: videos are restored on this machine, not on a Ray cluster; drop --ray")
+
+            return restore_on_ray(args, options)
         video_settings = video_cli.settings_from_args(args)
         restorer = FaceRestorer(
             args.weights,
@@ -126,13 +137,21 @@ class _Run:
     def all(self, jobs: list) -> None:
         from tqdm import tqdm
 
+        from ..batch import refuse_target
         from ..video import cli as video_cli
 
         inputs = {job.source.resolve() for job in jobs}
         images, videos = [], []
         for job in jobs:
             target = (self.output_dir / job.relative).resolve()
-            problem = _refuse_target(target, self.output_dir, inputs, self.args)
+            problem = refuse_target(
+                target,
+                self.output_dir,
+                inputs,
+                target.exists(),
+                skip_existing=self.args.skip_existing,
+                overwrite=self.args.overwrite,
+            )
             if problem == "skip":
                 self.counts["skipped"] += 1
             elif problem:
@@ -200,13 +219,10 @@ class _Run:
         return self.counts["failed"] + (self.videos.failed if self.videos is not None else 0)
 
     def summary(self) -> None:
+        from ..batch import summary_line
         from ..video import cli as video_cli
 
-        counts = self.counts
-        print(
-            f"{counts['images']} images written, {counts['faces']} faces restored, "
-            f"{counts['skipped']} skipped, {counts['failed']} failed -> {self.output_dir}"
-        )
+        print(summary_line(self.counts, self.output_dir))
         if self.videos is not None:
             print(video_cli.summary_line(self.videos))
 
@@ -226,20 +242,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _refuse_target(target: Path, output_dir: Path, inputs: set[Path], args: argparse.Namespace) -> str | None:
-    """Why ``target`` must not be written ("skip" to pass over it quietly), or None."""
-    if output_dir != target and output_dir not in target.parents:
-        return f"output {target} would be outside {output_dir}"
-    if target in inputs:
-        return f"output {target} is an input file; choose another --output folder"
-    if target.exists():
-        if args.skip_existing:
-            return "skip"
-        if not args.overwrite:
-            return f"{target} exists (--skip-existing to keep it, --overwrite to replace it)"
-    return None
 
 
 def _add_restore_parser(commands) -> None:
@@ -295,7 +297,25 @@ def _add_restore_parser(commands) -> None:
     restore.add_argument("--jobs", "-j", type=int, default=2, help="threads reading and writing files beside the network")
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     video_cli.add_arguments(restore)
+    _add_ray_arguments(restore)
     restore.set_defaults(run=_restore)
+
+
+def _add_ray_arguments(restore) -> None:
+    ray = restore.add_argument_group("on a Ray cluster (the [ray] extra; see the README's \"Many machines\")")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="restore on a Ray cluster: auto (the one `ray start` made here), HOST:PORT or ray://HOST:10001; "
+        "INPUT and --output may then be s3://bucket/prefix or gs://bucket/prefix",
+    )
+    ray.add_argument("--ray-actors", type=int, metavar="N", help="restoring actors (default: one per GPU, else by CPUs)")
+    ray.add_argument(
+        "--ray-cpus-per-actor", type=int, metavar="N", help="CPU cores (threads) per actor (default: 4, or the smallest node's)"
+    )
+    ray.add_argument("--ray-files-per-batch", type=int, metavar="N", help="files per actor call (default 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:

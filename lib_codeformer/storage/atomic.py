@@ -1,9 +1,13 @@
 """Writing files so that no reader ever sees half of one: a temporary name in the target's folder, then a rename.
 
 Temporary files are named ``.<target name>.codeformer-<pid>-<random>.part``:
-hidden, recognisably ours, and carrying the writing process's id, so that a
-later run can remove those a killed process left behind (``remove_stale``)
-without touching a temporary file another live run is still writing.
+hidden, recognisably ours, and carrying the id of the process that owns the
+write, so that a later run can remove those a killed process left behind
+(``remove_stale``) without touching a temporary file another live run is
+still writing. Workers of a run on a cluster name their temporaries for the
+run's driver (``owner``): no node can tell whether another node's process is
+alive, but the driver knows when all of its writers have finished
+(``remove_owned``).
 """
 
 from __future__ import annotations
@@ -33,17 +37,19 @@ def move_into_place(temporary: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-def temporary_file(target: Path) -> Path:
-    """A new, empty temporary file next to ``target`` (created, so the name is ours)."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.{_MARK}-{os.getpid()}-", suffix=".part", dir=target.parent)
+def temporary_file(target: Path, owner: int | None = None) -> Path:
+    """A new, empty temporary file next to ``target`` (created, so the name is ours), named for ``owner``
+    (a process id; this process unless given)."""
+    pid = os.getpid() if owner is None else owner
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.{_MARK}-{pid}-", suffix=".part", dir=target.parent)
     os.close(handle)
     return Path(name)
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
+def atomic_write_bytes(target: Path, data: bytes, owner: int | None = None) -> None:
     """Write ``data`` to ``target`` through a temporary file; on any failure or interruption nothing is left."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_file(target)
+    temporary = temporary_file(target, owner)
     try:
         temporary.write_bytes(data)
         move_into_place(temporary, target)
@@ -69,6 +75,18 @@ def remove_stale(folder: Path, *, recursive: bool = True) -> list[Path]:
                 removed.append(path)
         except OSError:
             continue
+    return removed
+
+
+def remove_owned(folder: Path, owner: int) -> list[Path]:
+    """Remove the temporary files named for ``owner`` once every writer of its run has finished: what is left was
+    being written by a worker that died with its node. Returns them."""
+    removed = []
+    for path in _temporaries(folder, recursive=True):
+        match = _TEMPORARY.match(path.name)
+        if match and int(match.group(1)) == owner:
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

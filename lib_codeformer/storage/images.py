@@ -29,7 +29,8 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -66,28 +67,65 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)  # what was done on reading, for the user
 
 
+class FileTree(Protocol):
+    """Where inputs are listed: local folders here, another storage's (object storage, for the Ray backend) there."""
+
+    def path(self, given: str | os.PathLike) -> PurePath: ...
+
+    def is_dir(self, path: PurePath) -> bool: ...
+
+    def files(self, folder: PurePath, recursive: bool) -> Iterable[PurePath]:
+        """Every file in ``folder`` (and its subfolders when ``recursive``), hidden ones included."""
+
+    def resolve(self, path: PurePath) -> PurePath: ...
+
+
+class LocalFiles:
+    """The local file system, as the command line lists it."""
+
+    def path(self, given: str | os.PathLike) -> Path:
+        return Path(given)
+
+    def is_dir(self, path: PurePath) -> bool:
+        return Path(path).is_dir()
+
+    def files(self, folder: PurePath, recursive: bool) -> Iterator[Path]:
+        return (file for file in Path(folder).glob("**/*" if recursive else "*") if file.is_file())
+
+    def resolve(self, path: PurePath) -> Path:
+        return Path(path).resolve()
+
+
+LOCAL_FILES = LocalFiles()
+
+
 def iter_inputs(
-    paths: Iterable[str | os.PathLike], recursive: bool, *, exclude: Path | None = None, suffixes: set[str] = IMAGE_SUFFIXES
-) -> Iterator[tuple[Path, Path]]:
+    paths: Iterable[str | os.PathLike],
+    recursive: bool,
+    *,
+    exclude: PurePath | None = None,
+    suffixes: set[str] = IMAGE_SUFFIXES,
+    tree: FileTree = LOCAL_FILES,
+) -> Iterator[tuple[PurePath, PurePath]]:
     """(file, path relative to the output folder) for each file named or inside a named folder.
 
     Files inside ``exclude`` (the output folder) are never inputs: a re-run
     with the output folder inside an input folder must not restore its own
-    results again.
+    results again. ``tree`` says where the paths are (local files unless
+    given), so that every storage names its results by the same rules.
     """
-    excluded = exclude.resolve() if exclude is not None else None
+    excluded = tree.resolve(exclude) if exclude is not None else None
     for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for file in sorted(path.glob(pattern)):
-                if not file.is_file() or file.suffix.lower() not in suffixes or file.name.startswith("."):
+        path = tree.path(given)
+        if tree.is_dir(path):
+            for file in sorted(tree.files(path, recursive)):
+                if file.suffix.lower() not in suffixes or file.name.startswith("."):
                     continue
-                if excluded is not None and excluded in file.resolve().parents:
+                if excluded is not None and excluded in tree.resolve(file).parents:
                     continue
                 yield file, file.relative_to(path)
         else:
-            yield path, Path(path.name)
+            yield path, type(path)(path.name)
 
 
 def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
