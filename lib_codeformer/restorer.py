@@ -217,6 +217,8 @@ class FaceRestorer:
             self._fast_conv = bool(enabled)
             if self._network is not None:
                 accelerate(self._network, winograd_kernel=self._fast_conv)
+            if self._parser is not None:
+                self._parser.use_winograd(self._fast_conv)
 
     def detector(self, name: str | None = None):
         name = name or self.detector_name
@@ -231,7 +233,8 @@ class FaceRestorer:
     def parser(self) -> FaceParser:
         with self._lock:
             if self._parser is None:
-                self._parser = FaceParser(model_file_path(PARSENET, self.detector_model_dirs, self.download), self.device)
+                weights = model_file_path(PARSENET, self.detector_model_dirs, self.download)
+                self._parser = FaceParser(weights, self.device, use_winograd=self._fast_conv)
             return self._parser
 
     def to(self, device: torch.device | str) -> FaceRestorer:

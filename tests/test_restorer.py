@@ -252,6 +252,10 @@ def test_parsing_mask_with_parsenet(small_model, astronaut, tmp_path):
     assert not np.array_equal(parsed.image, boxed.image)
     keep = outside_boxes(astronaut.shape, parsed)
     np.testing.assert_array_equal(parsed.image[keep], astronaut[keep])
+    restorer.fast_conv = False  # the WebUI setting "Fast CPU convolutions" reaches the parser's layers too
+    assert not any(getattr(layer, "use_winograd", False) for layer in restorer.parser.model.modules())
+    restorer.fast_conv = True
+    assert any(getattr(layer, "use_winograd", False) for layer in restorer.parser.model.modules())
 
 
 def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
@@ -262,11 +266,18 @@ def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
     torch.save({f"module.{k}": v for k, v in state.items()}, weights)
     detector = detection.create_detector("retinaface_resnet50", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
     assert detector.name == "retinaface_resnet50"
-    loaded = detector.model.state_dict()
-    assert set(loaded) == set(state) and all(torch.equal(loaded[key], value) for key, value in state.items())
-    found = detector.detect(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8), 0.0)
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    found = detector.detect(image, 0.0)
     assert found and all(d.landmarks.shape == (5, 2) and 0.0 <= d.score <= 1.0 for d in found)
     assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+    # What facexlib's own model with these weights computes (ours has its batch norms folded: float rounding apart).
+    reference = RetinaFace(network_name="resnet50", half=False, device="cpu")
+    reference.load_state_dict(state)
+    batch = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32))[None] - 110.0
+    with torch.inference_mode():
+        expected, outputs = reference.eval()(batch), detector.model(batch)
+    for ours, theirs in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
 
 
 def test_retinaface_falls_back_to_yunet_with_one_warning(tmp_path, monkeypatch, caplog, astronaut):

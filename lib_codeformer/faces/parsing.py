@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..acceleration.layers import FastConv3x3
 from ..errors import MissingDependency, WeightsError
 from ..storage.model_files import ModelFile
 from .detection import read_weights
+from .parsenet_fast import accelerate_parsenet
 
 PARSENET = ModelFile(
     filename="parsing_parsenet.pth",
@@ -24,13 +26,13 @@ PARSENET = ModelFile(
 
 
 class FaceParser:
-    """facexlib's ParseNet: per-pixel face-part labels of an aligned 512 x 512 face."""
+    """facexlib's ParseNet (in its fast form, ``parsenet_fast``): per-pixel face-part labels of aligned 512 x 512 faces."""
 
     # Labels that belong to the face for paste-back: all but background (0), neck (14),
     # cloth (16), hair (17) and hat (18).
     NOT_FACE = (0, 14, 16, 17, 18)
 
-    def __init__(self, weights: Path, device: torch.device) -> None:
+    def __init__(self, weights: Path, device: torch.device, *, use_winograd: bool = True) -> None:
         try:
             from facexlib.parsing.parsenet import ParseNet
         except ImportError:
@@ -44,15 +46,23 @@ class FaceParser:
             model.load_state_dict(read_weights(weights), strict=True)
         except RuntimeError as error:
             raise WeightsError(f"{weights} is not ParseNet's weights ({str(error).splitlines()[0]}).") from None
-        self.model = model.eval().requires_grad_(False).to(device)
+        self.model = accelerate_parsenet(model.eval().requires_grad_(False).to(device), use_winograd=use_winograd)
         self.device = device
 
     def to(self, device: torch.device) -> None:
         self.model.to(device)
+        if torch.device(device).type == "cpu":
+            self.model.to(memory_format=torch.channels_last)
         self.device = torch.device(device)
+
+    def use_winograd(self, enabled: bool) -> None:
+        """Whether the CPU float32 3x3 convolutions run on the compiled Winograd kernel (the restorer's ``fast_conv``)."""
+        for module in self.model.modules():
+            if isinstance(module, FastConv3x3):
+                module.use_winograd = bool(enabled)
 
     def face_masks(self, faces: torch.Tensor) -> np.ndarray:
         """(B, 3, 512, 512) RGB in [-1, 1] to (B, 512, 512) float32 masks, 1 on the face."""
         with torch.inference_mode():
-            labels = self.model(faces.to(self.device))[0].argmax(dim=1).cpu().numpy()
+            labels = self.model(faces.to(self.device)).argmax(dim=1).cpu().numpy()
         return (~np.isin(labels, self.NOT_FACE)).astype(np.float32)
