@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import DATA, IdentityNetwork, require_winograd
 
 from lib_codeformer import CodeFormer, accelerate, load_codeformer
 from lib_codeformer.network.synthetic import parameter_shapes, synthetic_state_dict
-
-DATA = Path(__file__).parent / "data"
 
 # Downloads and the compiled kernel go to a cache folder of the test run's own, never the user's.
 _CACHE = tempfile.mkdtemp(prefix="codeformer-tests-")
@@ -91,19 +90,6 @@ def small_faces() -> torch.Tensor:
     return smooth * 2 - 1
 
 
-class IdentityNetwork(torch.nn.Module):
-    """Stands in for CodeFormer where a test is about geometry: returns its input, records batch sizes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.batch_sizes: list[int] = []
-
-    def forward(self, x, w=0.0, adain=False, **_):
-        self.batch_sizes.append(x.shape[0])
-        return x.clone(), None, None
-
-
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     from skimage import data
@@ -124,16 +110,6 @@ def small_restorer(small_model):
     from lib_codeformer import FaceRestorer
 
     return FaceRestorer(small_model, detector="yunet", device="cpu")
-
-
-def require_winograd() -> None:
-    """Skip where no C compiler can build the kernel; fail instead where CI requires it."""
-    from lib_codeformer.acceleration import winograd
-
-    if not winograd.available():
-        if os.environ.get("CODEFORMER_REQUIRE_FAST_CONV"):
-            pytest.fail("the Winograd kernel is required here (CODEFORMER_REQUIRE_FAST_CONV is set) but is not available")
-        pytest.skip("no C compiler here: the fast convolutions cannot be built")
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import IdentityNetwork
 
-from conftest import IdentityNetwork
 from lib_codeformer import FaceRestorer
 from lib_codeformer.faces import detection
 from lib_codeformer.faces.geometry import face_box, invert_affine

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from support import require_winograd
 from torch import nn
 
-from conftest import require_winograd
 from lib_codeformer.acceleration import winograd
 from lib_codeformer.acceleration.layers import FastConv3x3
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import DATA, require_winograd
 
-from conftest import DATA, require_winograd
 from lib_codeformer import CodeFormer, accelerate
 from lib_codeformer.acceleration import winograd
 from lib_codeformer.acceleration.subpixel import upsample2x_conv3x3
