@@ -140,7 +140,8 @@ def bench(args: argparse.Namespace) -> None:
         low = [("bf16", torch.bfloat16)] if device.type == "cpu" else [("fp16", torch.float16), ("bf16", torch.bfloat16)]
         modes += [(name, dtype, True) for name, dtype in low]
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    machine = f"{platform.processor() or platform.machine()} ({winograd.cpu_family()})"
+    print(f"machine: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if device.type == "cpu" and winograd.available():
         print(f"Winograd kernel: {winograd.kernel().vector_floats}-float vectors")
     if device.type == "cuda":

@@ -142,15 +142,6 @@ class Automatic1111Path:
         return result
 
 
-def cpu_family() -> str:
-    """What the Winograd kernel is built for here, from the CPU's flags (Linux)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return platform.machine()
-    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
-
-
 def median_split(runs: list[dict[str, float]]) -> str:
     return " / ".join(f"{statistics.median(run[key] for run in runs):.2f}" for key in runs[0])
 
@@ -172,8 +163,8 @@ def main() -> None:
         retinaface = ours.detector("retinaface_resnet50")
         assert retinaface.name == "retinaface_resnet50", "ours must time the same detector"
         kernel = f"Winograd kernel {winograd.kernel().vector_floats}-float" if winograd.available() else "no Winograd kernel"
-        print(f"CPU: {platform.processor() or platform.machine()} ({cpu_family()}), {torch.get_num_threads()} threads, ", end="")
-        print(f"torch {torch.__version__}, {kernel}")
+        machine = f"{platform.processor() or platform.machine()} ({winograd.cpu_family()})"
+        print(f"CPU: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, {kernel}")
         header = "| image | row | ours s | AUTOMATIC1111 s | ours/A1111 | ours: detect / network / paste s | A1111: the same |"
         print(f"\n{header}")
         print("|---|---|---|---|---|---|---|")

@@ -352,6 +352,13 @@ def _cpu_signature() -> str:
     return f"{platform.processor()}|{platform.machine()}|{os.environ.get('PROCESSOR_IDENTIFIER', '')}"
 
 
+def cpu_family() -> str:
+    """The CPU's vector family as the benchmarks report it: "AVX-512", "AVX2", else the machine's name (e.g. arm64)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

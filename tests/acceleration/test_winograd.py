@@ -413,3 +413,10 @@ def test_two_processes_building_at_once_publish_one_build_and_leave_nothing(tmp_
     assert sorted(path.name for path in published.iterdir()) == ["verdict.json", "winograd.so"]
     again = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))
     assert "Built the fast convolution kernel" not in again.stderr and "Rebuilding" not in again.stderr
+
+
+def test_cpu_family_names_the_widest_vector_extension():
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    expected = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
+    assert winograd.cpu_family() == expected
