@@ -22,6 +22,7 @@ host_environment() {  # name, extra: create it where missing and install the pro
 }
 (host_environment .venv-forge host-forge && host_environment .venv-a1111 host-a1111) >"$logs/install.log" 2>&1 &
 installing=$!
+trap 'kill "$installing" 2>/dev/null || true' EXIT  # a failing first run stops the background installs too
 
 .venv/bin/pip install -q -e ".[test,video,ray-test]"
 # SD.Next pins gradio 3.43.2 and installs it without its declared dependencies (which would take numpy below 2).
