@@ -20,9 +20,11 @@ host_environment() {  # name, extra: create it where missing and install the pro
     [ -x "$1/bin/python" ] || python3 -m venv "$1"
     "$1/bin/pip" install -q -e ".[test,video,$2]"
 }
+set -m  # the background installs get a process group of their own, so that a failing first run can stop them all
 (host_environment .venv-forge host-forge && host_environment .venv-a1111 host-a1111) >"$logs/install.log" 2>&1 &
 installing=$!
-trap 'kill "$installing" 2>/dev/null || true' EXIT  # a failing first run stops the background installs too
+set +m
+trap 'kill -- -"$installing" 2>/dev/null || true' EXIT
 
 .venv/bin/pip install -q -e ".[test,video,ray-test]"
 # SD.Next pins gradio 3.43.2 and installs it without its declared dependencies (which would take numpy below 2).
