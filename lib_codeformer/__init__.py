@@ -6,10 +6,11 @@ at start-up) costs nothing and does not import torch.
 
 Layout (imports go downwards only; ``tests/test_layering.py`` keeps it so):
 
-- ``errors``, ``options``, ``compat``, ``storage/``: shared leaves;
+- ``errors``, ``options``, ``compat``, ``exports``, ``storage/``: shared leaves;
 - ``network/``: the pure network, its weights, running it on aligned faces;
 - ``acceleration/``: making a loaded network fast on this processor;
 - ``faces/``: detection, geometry, parsing, compositing, on arrays;
+- ``video/``: steady video, driving a restorer it is handed;
 - ``restorer``: ``FaceRestorer``, wiring the above together;
 - ``batch``, ``distributed/``: many files, on this machine or on a Ray
   cluster (only ``distributed`` imports Ray, and only when used);
@@ -18,8 +19,7 @@ Layout (imports go downwards only; ``tests/test_layering.py`` keeps it so):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .exports import lazy_exports
 
 _EXPORTS = {
     "CodeFormer": "network.arch",
@@ -43,14 +43,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lib_codeformer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

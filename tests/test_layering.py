@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib_codeformer"
 
 # Lower layers never import higher ones; a layer may import its own modules.
 LAYERS = (
-    ("errors", "options", "compat", "storage"),
+    ("errors", "options", "compat", "exports", "storage"),
     ("network",),
     ("acceleration",),
     ("faces",),
@@ -21,7 +21,15 @@ LAYERS = (
     ("frontends",),
 )
 # Imported at WebUI start-up or by the command line's parser: must not pull in torch (seconds) or the network.
-LIGHT = ("errors", "options", "storage.images", "storage.atomic", "storage.model_files", "frontends.webui.install_plan")
+LIGHT = (
+    "errors",
+    "options",
+    "exports",
+    "storage.images",
+    "storage.atomic",
+    "storage.model_files",
+    "frontends.webui.install_plan",
+)
 
 
 def module_name(path: Path) -> str:

@@ -20,6 +20,7 @@ AdaIN with the unbiased variance plus 1e-5.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,18 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+@dataclass(frozen=True)
+class VQGANShape:
+    """The sizes the VQGAN encoder and generator share (defaults: the released model)."""
+
+    base_channels: int = 64
+    channel_multipliers: tuple[int, ...] = (1, 2, 2, 4, 4, 8)
+    res_blocks: int = 2
+    resolution: int = 512  # of the image; the latent is resolution / 2 ** (levels - 1) on a side
+    attn_resolutions: frozenset[int] = frozenset({16})  # sizes at which residual blocks are followed by attention
+    embed_dim: int = 256
+
+
 class VQEncoder(nn.Module):
     """The VQGAN encoder: 512 x 512 RGB to a 256-channel 16 x 16 latent.
 
@@ -114,31 +127,22 @@ class VQEncoder(nn.Module):
     last residual block at each resolution.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        base_channels: int = 64,
-        channel_multipliers: Sequence[int] = (1, 2, 2, 4, 4, 8),
-        res_blocks: int = 2,
-        resolution: int = 512,
-        attn_resolutions: Iterable[int] = (16,),
-        embed_dim: int = 256,
-    ) -> None:
+    def __init__(self, shape: VQGANShape | None = None, in_channels: int = 3) -> None:
         super().__init__()
-        attn_resolutions = set(attn_resolutions)
-        blocks: list[nn.Module] = [conv3x3(in_channels, base_channels)]
+        shape = shape or VQGANShape()
+        blocks: list[nn.Module] = [conv3x3(in_channels, shape.base_channels)]
         self.skip_blocks: dict[int, int] = {}
-        channels = base_channels
-        size = resolution
-        for level, multiplier in enumerate(channel_multipliers):
-            out_channels = base_channels * multiplier
-            for _ in range(res_blocks):
+        channels = shape.base_channels
+        size = shape.resolution
+        for level, multiplier in enumerate(shape.channel_multipliers):
+            out_channels = shape.base_channels * multiplier
+            for _ in range(shape.res_blocks):
                 blocks.append(ResnetBlock(channels, out_channels))
                 channels = out_channels
                 self.skip_blocks[size] = len(blocks) - 1
-                if size in attn_resolutions:
+                if size in shape.attn_resolutions:
                     blocks.append(SpatialSelfAttention(channels))
-            if level != len(channel_multipliers) - 1:
+            if level != len(shape.channel_multipliers) - 1:
                 blocks.append(Downsample(channels))
                 size //= 2
         blocks += [
@@ -146,7 +150,7 @@ class VQEncoder(nn.Module):
             SpatialSelfAttention(channels),
             ResnetBlock(channels, channels),
             group_norm(channels),
-            conv3x3(channels, embed_dim),
+            conv3x3(channels, shape.embed_dim),
         ]
         self.blocks = nn.ModuleList(blocks)
 
@@ -169,34 +173,25 @@ class VQGenerator(nn.Module):
     after upsampling to that resolution.
     """
 
-    def __init__(
-        self,
-        out_channels: int = 3,
-        base_channels: int = 64,
-        channel_multipliers: Sequence[int] = (1, 2, 2, 4, 4, 8),
-        res_blocks: int = 2,
-        resolution: int = 512,
-        attn_resolutions: Iterable[int] = (16,),
-        embed_dim: int = 256,
-    ) -> None:
+    def __init__(self, shape: VQGANShape | None = None, out_channels: int = 3) -> None:
         super().__init__()
-        attn_resolutions = set(attn_resolutions)
-        channels = base_channels * channel_multipliers[-1]
-        size = resolution // 2 ** (len(channel_multipliers) - 1)
+        shape = shape or VQGANShape()
+        channels = shape.base_channels * shape.channel_multipliers[-1]
+        size = shape.resolution // 2 ** (len(shape.channel_multipliers) - 1)
         blocks: list[nn.Module] = [
-            conv3x3(embed_dim, channels),
+            conv3x3(shape.embed_dim, channels),
             ResnetBlock(channels, channels),
             SpatialSelfAttention(channels),
             ResnetBlock(channels, channels),
         ]
         self.fusion_blocks: dict[int, int] = {}
-        for level in reversed(range(len(channel_multipliers))):
-            level_channels = base_channels * channel_multipliers[level]
-            for _ in range(res_blocks):
+        for level in reversed(range(len(shape.channel_multipliers))):
+            level_channels = shape.base_channels * shape.channel_multipliers[level]
+            for _ in range(shape.res_blocks):
                 blocks.append(ResnetBlock(channels, level_channels))
                 channels = level_channels
                 self.fusion_blocks.setdefault(size, len(blocks) - 1)
-                if size in attn_resolutions:
+                if size in shape.attn_resolutions:
                     blocks.append(SpatialSelfAttention(channels))
             if level != 0:
                 blocks.append(Upsample(channels))
@@ -329,19 +324,14 @@ class CodeFormer(nn.Module):
         if self.latent_side**2 != latent_size:
             raise ValueError(f"latent_size {latent_size} is not a square number of positions")
         self.connect_sizes = [int(size) for size in connect_list]
-        vq_shape = {
-            "base_channels": base_channels,
-            "channel_multipliers": tuple(channel_multipliers),
-            "res_blocks": res_blocks,
-            "resolution": self.resolution,
-            "attn_resolutions": tuple(attn_resolutions),
-            "embed_dim": embed_dim,
-        }
+        vq_shape = VQGANShape(
+            base_channels, tuple(channel_multipliers), res_blocks, self.resolution, frozenset(attn_resolutions), embed_dim
+        )
 
         self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
-        self.encoder = VQEncoder(**vq_shape)
+        self.encoder = VQEncoder(vq_shape)
         self.quantize = Codebook(codebook_size, embed_dim)
-        self.generator = VQGenerator(**vq_shape)
+        self.generator = VQGenerator(vq_shape)
         self.feat_emb = nn.Linear(embed_dim, dim_embd)
         self.ft_layers = nn.ModuleList(TransformerLayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers))
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))

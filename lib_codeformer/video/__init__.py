@@ -1,7 +1,8 @@
 """Video restoration: every face of a clip, followed from frame to frame and held steady, sound kept.
 
-Sits above ``restorer`` in the layering (it uses ``FaceRestorer``'s public
-API; nothing below imports it). PyAV (``av``, the ``[video]`` extra) is
+Sits below ``restorer`` in the layering: it drives the ``FaceRestorer`` it is
+handed, through its public API (its imports of ``restorer`` are for type
+checking only), and ``FaceRestorer.restore_video`` calls into it. PyAV (``av``, the ``[video]`` extra) is
 imported only by ``io``, so the pure parts (``smoothing``, ``motion``,
 ``tracking``, ``steadiness``, ``pipeline``) work without it.
 
@@ -16,8 +17,7 @@ imported only by ``io``, so the pure parts (``smoothing``, ``motion``,
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..exports import lazy_exports
 
 _EXPORTS = {
     "restore_video": "pipeline",
@@ -30,10 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lib_codeformer.video' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
