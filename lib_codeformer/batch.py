@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Protocol
 
 from .restorer import FaceRestorer, RestoreResult
 from .storage.images import check_writable, decode_image, encode_image
@@ -69,6 +69,34 @@ def refuse_target(
         if not overwrite:
             return f"{target} exists (--skip-existing to keep it, --overwrite to replace it)"
     return None
+
+
+class Tally(Protocol):
+    """What a restore run counts (``counts``: images, faces, skipped, failed) and how it reports a failure."""
+
+    counts: dict[str, int]
+
+    def failed(self, message: str) -> None: ...
+
+
+def admit(
+    run: Tally,
+    source: object,
+    target: PurePath,
+    output_root: PurePath,
+    inputs: Collection[PurePath],
+    exists: bool,
+    *,
+    skip_existing: bool,
+    overwrite: bool,
+) -> bool:
+    """Whether ``target`` is to be written (``refuse_target``); a skip is counted in ``run``, a refusal reported."""
+    problem = refuse_target(target, output_root, inputs, exists, skip_existing=skip_existing, overwrite=overwrite)
+    if problem == "skip":
+        run.counts["skipped"] += 1
+    elif problem:
+        run.failed(f"{source}: {problem}")
+    return problem is None
 
 
 def summary_line(counts: Mapping[str, int], output_root: object) -> str:

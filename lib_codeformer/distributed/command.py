@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..batch import Job, check_no_clashes, refuse_target, summary_line
+from ..batch import Job, admit, check_no_clashes, summary_line
 from ..errors import MissingDependency, SetupError
 from ..storage.atomic import remove_owned, remove_stale
 from ..storage.images import iter_inputs
@@ -179,19 +179,16 @@ class _ClusterRun:
         for job in jobs:
             target = destination.target(job.relative)
             exists = Path(target).exists() if existing is None else target in existing
-            problem = refuse_target(
+            if admit(
+                self,
+                job.source,
                 target,
                 destination.root,
                 inputs,
                 exists,
                 skip_existing=self.args.skip_existing,
                 overwrite=self.args.overwrite,
-            )
-            if problem == "skip":
-                self.counts["skipped"] += 1
-            elif problem:
-                self.failed(f"{job.source}: {problem}")
-            else:
+            ):
                 read = str(job.source) if is_uri(str(job.source)) else os.path.abspath(job.source)
                 work.append({"source": str(job.source), "read": read, "target": destination.location(target)})
         return work

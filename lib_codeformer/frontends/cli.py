@@ -137,26 +137,23 @@ class _Run:
     def all(self, jobs: list) -> None:
         from tqdm import tqdm
 
-        from ..batch import refuse_target
+        from ..batch import admit
         from ..video import cli as video_cli
 
         inputs = {job.source.resolve() for job in jobs}
         images, videos = [], []
         for job in jobs:
             target = (self.output_dir / job.relative).resolve()
-            problem = refuse_target(
+            if admit(
+                self,
+                job.source,
                 target,
                 self.output_dir,
                 inputs,
                 target.exists(),
                 skip_existing=self.args.skip_existing,
                 overwrite=self.args.overwrite,
-            )
-            if problem == "skip":
-                self.counts["skipped"] += 1
-            elif problem:
-                self.failed(f"{job.source}: {problem}")
-            else:
+            ):
                 (videos if job.video else images).append((job.source, target))
         if images:
             with tqdm(total=len(images), unit="image", disable=self.args.quiet, file=sys.stderr) as bar:
