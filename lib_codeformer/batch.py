@@ -79,19 +79,9 @@ class Tally(Protocol):
     def failed(self, message: str) -> None: ...
 
 
-def admit(
-    run: Tally,
-    source: object,
-    target: PurePath,
-    output_root: PurePath,
-    inputs: Collection[PurePath],
-    exists: bool,
-    *,
-    skip_existing: bool,
-    overwrite: bool,
-) -> bool:
-    """Whether ``target`` is to be written (``refuse_target``); a skip is counted in ``run``, a refusal reported."""
-    problem = refuse_target(target, output_root, inputs, exists, skip_existing=skip_existing, overwrite=overwrite)
+def admit(run: Tally, source: object, target: PurePath, **rule: Any) -> bool:
+    """Whether ``target`` is to be written (``refuse_target(target, **rule)``); a skip is counted, a refusal reported."""
+    problem = refuse_target(target, **rule)
     if problem == "skip":
         run.counts["skipped"] += 1
     elif problem:

@@ -183,9 +183,9 @@ class _ClusterRun:
                 self,
                 job.source,
                 target,
-                destination.root,
-                inputs,
-                exists,
+                output_root=destination.root,
+                inputs=inputs,
+                exists=exists,
                 skip_existing=self.args.skip_existing,
                 overwrite=self.args.overwrite,
             ):

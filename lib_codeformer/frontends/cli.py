@@ -148,9 +148,9 @@ class _Run:
                 self,
                 job.source,
                 target,
-                self.output_dir,
-                inputs,
-                target.exists(),
+                output_root=self.output_dir,
+                inputs=inputs,
+                exists=target.exists(),
                 skip_existing=self.args.skip_existing,
                 overwrite=self.args.overwrite,
             ):
