@@ -40,9 +40,15 @@ def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, FastConv3x3):
             module.use_winograd = use
+    return cpu_layout(model)
+
+
+def cpu_layout(model: nn.Module) -> nn.Module:
+    """``model`` with its parameters channels-last on the CPU (PyTorch's CPU convolutions run them about a third
+    faster) and in the default layout elsewhere; call it again after moving the model."""
     parameter = next(model.parameters(), None)
-    if parameter is not None and parameter.device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
+    if parameter is not None:
+        model.to(memory_format=torch.channels_last if parameter.device.type == "cpu" else torch.contiguous_format)
     return model
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..acceleration import cpu_layout
 from ..acceleration.folding import fold_batch_norms
 from ..errors import MissingDependency, WeightsError
 from ..network.weights import read_tensors
@@ -125,18 +126,13 @@ class RetinaFaceDetector:
             raise WeightsError(f"{weights} is not the {self.name} detector's weights ({str(error).splitlines()[0]}).") from None
         self.model = model.eval().requires_grad_(False)
         fold_batch_norms(self.model)  # same detections, a seventh less work
-        self._set_layout()
+        cpu_layout(self.model)
 
     def to(self, device: torch.device) -> None:
         """Move the network; facexlib's RetinaFace also keeps the device it sends its inputs to."""
         self.model.to(device)
         self.model.device = torch.device(device)
-        self._set_layout()
-
-    def _set_layout(self) -> None:
-        """Channels-last parameters on the CPU, where PyTorch's convolutions run them about a third faster."""
-        layout = torch.channels_last if next(self.model.parameters()).device.type == "cpu" else torch.contiguous_format
-        self.model.to(memory_format=layout)
+        cpu_layout(self.model)
 
     def detect(self, image: np.ndarray, threshold: float) -> list[Detection]:
         bgr = np.ascontiguousarray(image[:, :, ::-1])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..acceleration import winograd
+from ..acceleration import cpu_layout, winograd
 from ..acceleration.folding import folded_parameters
 from ..acceleration.layers import FastConv3x3
 
@@ -41,11 +41,10 @@ class FastParseConv(nn.Module):
         self.padding = tuple(layer.reflection_pad.padding) if layer.use_pad else (0, 0, 0, 0)
         self.stride = conv.stride
         plain_3x3 = conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1 and self.padding == (1,) * 4
-        if plain_3x3:
-            with torch.device("meta"):
+        with torch.device("meta"):  # the parameters are the folded ones, set below
+            if plain_3x3:
                 self.conv = FastConv3x3(conv.in_channels, conv.out_channels, use_winograd=use_winograd)
-        else:
-            with torch.device("meta"):
+            else:
                 self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride)
         self.conv.weight = nn.Parameter(weight, requires_grad=False)
         self.conv.bias = nn.Parameter(bias, requires_grad=False)
@@ -113,11 +112,8 @@ class FastParseNet(nn.Module):
 
 def accelerate_parsenet(model: nn.Module, *, use_winograd: bool = True) -> FastParseNet:
     """The fast form of a loaded facexlib ParseNet (in inference mode), on the model's device."""
-    parameter = next(model.parameters())
-    fast = FastParseNet(model, use_winograd=use_winograd).to(parameter.device).eval()
-    if parameter.device.type == "cpu":
-        fast.to(memory_format=torch.channels_last)
-    return fast
+    device = next(model.parameters()).device
+    return cpu_layout(FastParseNet(model, use_winograd=use_winograd).to(device).eval())
 
 
 def reflect_pad1(x: Tensor, *, upsample: bool = False) -> Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..acceleration import cpu_layout
 from ..acceleration.layers import FastConv3x3
 from ..errors import MissingDependency, WeightsError
 from ..storage.model_files import ModelFile
@@ -50,9 +51,7 @@ class FaceParser:
         self.device = device
 
     def to(self, device: torch.device) -> None:
-        self.model.to(device)
-        if torch.device(device).type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
+        cpu_layout(self.model.to(device))
         self.device = torch.device(device)
 
     def use_winograd(self, enabled: bool) -> None:
