@@ -17,9 +17,9 @@ import copy
 import torch
 from torch import nn
 
-from ..network.arch import ResnetBlock, SFTFusion, Upsample
+from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
 from . import winograd
-from .layers import FastConv3x3, FastResnetBlock, FastSFTFusion, FastUpsample
+from .layers import FastConv3x3, FastDownsample, FastResnetBlock, FastSFTFusion, FastUpsample
 
 
 def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
@@ -71,7 +71,7 @@ def _swap_children(parent: nn.Module, use: bool) -> None:
 
 
 def _swappable(module: nn.Module) -> bool:
-    return isinstance(module, (ResnetBlock, Upsample, SFTFusion)) or _is_plain_conv3x3(module)
+    return isinstance(module, (ResnetBlock, Upsample, Downsample, SFTFusion)) or _is_plain_conv3x3(module)
 
 
 def _is_plain_conv3x3(module: nn.Module) -> bool:
@@ -90,6 +90,8 @@ def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
         return FastResnetBlock(module, use_winograd=use)
     if isinstance(module, Upsample):
         return FastUpsample(module, use_winograd=use)
+    if isinstance(module, Downsample):
+        return FastDownsample(module)
     if isinstance(module, SFTFusion):
         return FastSFTFusion(module, use_winograd=use)
     if _is_plain_conv3x3(module):

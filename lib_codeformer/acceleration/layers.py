@@ -7,15 +7,17 @@ state dict does not change) and computes the same function faster:
 - 3x3 convolutions on the Winograd kernel where it applies (CPU float32,
   large images), with the steps around them folded in: GroupNorm + SiLU
   before, 2x upsampling before, the residual addition after;
+- outputs of 1 MiB and more written into recycled memory (``buffers``), on
+  the CPU in float32: the kernel's, the encoder's padded inputs to its
+  stride-2 convolutions and the SFT's concatenations;
 - elsewhere, the decoder's "upsample then convolve" in sub-pixel form
   (``subpixel.upsample2x_conv3x3``: 2.25x fewer multiply-adds, no 4x copy),
   and activations, residual additions and the SFT modulation in place (on
   the CPU, fresh large allocations cost page faults).
 
-The Winograd kernel needs the weights transformed (4x their size). That copy
-is the layer's own state: computed on first use, recomputed when the weight
-is replaced or changed in place, dropped on ``.to()``/``.half()``/... (it is
-only ever used on the CPU in float32) and freed with the layer.
+The Winograd kernel transforms the weights on every call (about 1 % of the
+convolution's time), so nothing beside the parameters is kept and a changed
+weight is always the one used.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..network.arch import ResnetBlock, SFTFusion, Upsample
+from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
 from . import winograd
+from .buffers import pool, poolable
 from .subpixel import upsample2x_conv3x3
 
 
@@ -40,7 +43,6 @@ class FastConv3x3(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, *, use_winograd: bool = True) -> None:
         super().__init__(in_channels, out_channels, 3, padding=1)
         self.use_winograd = use_winograd
-        self._transformed: tuple[Tensor, int, Tensor] | None = None  # (weight it was made from, its version, transformed)
 
     @classmethod
     def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> FastConv3x3:
@@ -56,26 +58,13 @@ class FastConv3x3(nn.Conv2d):
         self, x: Tensor, residual: Tensor | None = None, *, norm: nn.GroupNorm | None = None, upsample: bool = False
     ) -> Tensor:
         if self.use_winograd and winograd.applies(x, self.weight, upsample=upsample):
-            return winograd.conv3x3(x, self._transformed_weight(), self.bias, residual, norm=norm, upsample=upsample)
+            return winograd.conv3x3(x, self.weight, self.bias, residual, norm=norm, upsample=upsample)
         if norm is not None:
             x = F.silu(norm(x), inplace=not torch.is_grad_enabled())
         out = upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x)
         if residual is None:
             return out
         return out + residual if torch.is_grad_enabled() else out.add_(residual)
-
-    def _transformed_weight(self) -> Tensor:
-        weight = self.weight
-        # The version counter counts in-place changes; tensors made under inference_mode have none.
-        version = -1 if weight.is_inference() else weight._version
-        cached = self._transformed
-        if cached is None or cached[0] is not weight or cached[1] != version:
-            self._transformed = (weight, version, winograd.transform_weight(weight))
-        return self._transformed[2]
-
-    def _apply(self, *args, **kwargs):
-        self._transformed = None  # only ever valid for CPU float32 weights: made again where it is used
-        return super()._apply(*args, **kwargs)
 
 
 class FastResnetBlock(nn.Module):
@@ -107,6 +96,24 @@ class FastUpsample(nn.Module):
         return self.conv(x, upsample=True)
 
 
+class FastDownsample(nn.Module):
+    """``Downsample`` with its one-pixel right and bottom zero padding made in recycled memory, channels-last."""
+
+    def __init__(self, downsample: Downsample) -> None:
+        super().__init__()
+        self.conv = downsample.conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not poolable(x):
+            return self.conv(F.pad(x, (0, 1, 0, 1)))
+        batch, channels, height, width = x.shape
+        padded = pool.channels_last(batch, channels, height + 1, width + 1)
+        padded[:, :, :height, :width].copy_(x)
+        padded[:, :, height].zero_()
+        padded[:, :, :height, width].zero_()
+        return self.conv(padded)
+
+
 class FastSFTFusion(nn.Module):
     """``SFTFusion``, ``dec + w * (dec * scale + shift)`` computed in place on the freshly made scale."""
 
@@ -117,10 +124,19 @@ class FastSFTFusion(nn.Module):
         self.shift = _fast_sequence(fusion.shift, use_winograd)
 
     def forward(self, encoder_feature: Tensor, decoder_feature: Tensor, w: float | Tensor) -> Tensor:
-        joint = self.encode_enc(torch.cat([encoder_feature, decoder_feature], dim=1))
+        joint = self.encode_enc(_concatenate_channels(encoder_feature, decoder_feature))
         if torch.is_grad_enabled():
             return decoder_feature + w * (decoder_feature * self.scale(joint) + self.shift(joint))
         return self.scale(joint).mul_(decoder_feature).add_(self.shift(joint)).mul_(w).add_(decoder_feature)
+
+
+def _concatenate_channels(first: Tensor, second: Tensor) -> Tensor:
+    """``torch.cat([first, second], dim=1)``, into recycled channels-last memory where it may be."""
+    if not (poolable(first) and poolable(second)):
+        return torch.cat([first, second], dim=1)
+    batch, channels, height, width = first.shape
+    joint = pool.channels_last(batch, channels + second.shape[1], height, width)
+    return torch.cat([first, second], dim=1, out=joint)
 
 
 def _fast_sequence(sequence: nn.Sequential, use_winograd: bool) -> nn.Sequential:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ..compat import autocast_enabled
 from ..storage.atomic import process_alive
 from ..storage.model_files import default_cache_dir
+from .buffers import pool
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ SOURCE = Path(__file__).with_name("csrc") / "winograd.c"
 ENV_SWITCH = "CODEFORMER_FAST_CONV"
 # Developer override of the optimisation flags (the AddressSanitizer build in CI uses it).
 ENV_FLAGS = "CODEFORMER_KERNEL_FLAGS"
-# Below this many output pixels per image a layer's transformed weights (4x the
-# weights, read from memory on every call) outweigh its pixels: on the development
-# machine, also using it from 32 x 32 up was no faster over the whole network
-# (1.64-1.71 s either way) but kept 407 MiB of transformed weights instead of 87 MiB.
-MIN_PIXELS = 128 * 128
+# Below this many output pixels per image the weight transform (made on every call)
+# outweighs the savings: on the development machine (AVX2) the kernel, transform
+# included, took 4.6 ms against PyTorch's 6.7 ms for 256 channels at 32 x 32, but
+# 11.7 ms against 8.0 ms for 512 channels at 16 x 16.
+MIN_PIXELS = 32 * 32
 # The kernel's vector width (floats) from which it is used: AVX-512 (16) and AVX2 (8)
 # builds were measured faster than PyTorch's convolutions over the whole network
 # (1.6 s and 2.2 s against 2.4 s, on an AVX-512 CPU whose PyTorch uses AVX-512);
@@ -69,15 +70,6 @@ MIN_VECTOR_FLOATS = 8
 CHANNEL_MULTIPLE = 16
 # The C code takes sizes as int: keep every size and product it forms far from 2^31.
 _MAX_SIDE = 1 << 15
-# Winograd F(4x4, 3x3) filter transform G (6 x 3).
-_G = (
-    (1 / 4, 0.0, 0.0),
-    (-1 / 6, -1 / 6, -1 / 6),
-    (-1 / 6, 1 / 6, -1 / 6),
-    (1 / 24, 1 / 12, 1 / 6),
-    (1 / 24, -1 / 12, 1 / 6),
-    (0.0, 0.0, 1.0),
-)
 # A build older than this that is still in its temporary folder was killed (builds take seconds).
 _STALE_BUILD_SECONDS = 3600
 
@@ -86,7 +78,7 @@ _loaded: dict[str, Kernel | None] = {}
 
 
 class Kernel:
-    """The loaded library's two entry points and the output-channel multiple it requires."""
+    """The loaded library's entry points and the output-channel multiple it requires."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
@@ -97,6 +89,9 @@ class Kernel:
         self.moments = library.channel_moments
         self.moments.argtypes = [pointer, integer, int64, integer, pointer, integer]
         self.moments.restype = integer
+        self.transform = library.winograd_transform_weights
+        self.transform.argtypes = [pointer, integer, integer, int64, int64, int64, int64, pointer, integer]
+        self.transform.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
         self.vector_floats = int(library.winograd_vector_floats())
 
@@ -136,38 +131,47 @@ def applies(x: Tensor, weight: Tensor, *, upsample: bool = False) -> bool:
     return loaded is not None and x.shape[1] % CHANNEL_MULTIPLE == 0 and weight.shape[0] % loaded.out_channel_multiple == 0
 
 
-def transform_weight(weight: Tensor, block: int | None = None) -> Tensor:
-    """G g G^T for every filter, computed in float64, laid out for the kernel.
+def transform_weight(weight: Tensor, loaded: Kernel | None = None) -> Tensor:
+    """G g G^T for every filter (float32), laid out for ``loaded`` (default: this CPU's kernel).
 
     Returns float32 (36, out_channels / block, in_channels, block): each
     point's weights in blocks of ``block`` output channels (the kernel's
-    ``out_channel_multiple``, the default), contiguous as its micro-kernel
-    reads them.
+    ``out_channel_multiple``), contiguous as its micro-kernel reads them.
+    ``conv3x3`` makes it on every call (about 1 % of the convolution's time)
+    instead of keeping it: it is 4x the size of the weights.
     """
-    if block is None:
-        loaded = kernel()
-        if loaded is None:
-            raise RuntimeError("the Winograd kernel is not available here; check winograd.available() first")
-        block = loaded.out_channel_multiple
-    if weight.dim() != 4 or weight.shape[2:] != (3, 3) or weight.shape[0] % block:
-        raise ValueError(f"weights {tuple(weight.shape)} are not 3x3 filters in blocks of {block} output channels")
-    out_channels, in_channels = weight.shape[:2]
-    g = torch.tensor(_G, dtype=torch.float64)
-    transformed = torch.einsum("ij,ocjk,lk->ilco", g, weight.detach().to("cpu", torch.float64), g)
-    blocked = transformed.reshape(36, in_channels, out_channels // block, block).permute(0, 2, 1, 3)
-    return blocked.to(torch.float32).contiguous()
+    loaded = loaded or kernel()
+    if loaded is None:
+        raise RuntimeError("the Winograd kernel is not available here; check winograd.available() first")
+    block = loaded.out_channel_multiple
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or weight.shape[2:] != (3, 3) or weight.shape[0] % block:
+        raise ValueError(f"weights {_shape(weight)} are not 3x3 filters in blocks of {block} output channels")
+    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+        raise ValueError(f"weights must be float32 on the CPU (got {weight.dtype}, {weight.device})")
+    out_channels, in_channels = (int(size) for size in weight.shape[:2])
+    if out_channels > _MAX_SIDE or in_channels > _MAX_SIDE:
+        raise ValueError(f"weights {tuple(weight.shape)} are larger than the kernel handles")
+    weight = weight.detach()
+    transformed = pool.empty((36, out_channels // block, in_channels, block))
+    # Any strides: PyTorch's default layout and channels-last weights are both read in place.
+    status = loaded.transform(
+        weight.data_ptr(), out_channels, in_channels, *weight.stride(), transformed.data_ptr(), max(1, torch.get_num_threads())
+    )
+    if status != 0:
+        raise MemoryError("the Winograd weight transform could not start its threads")
+    return transformed
 
 
 def conv3x3(
     x: Tensor,
-    transformed: Tensor,
+    weight: Tensor,
     bias: Tensor | None = None,
     residual: Tensor | None = None,
     *,
     norm: nn.GroupNorm | None = None,
     upsample: bool = False,
 ) -> Tensor:
-    """``conv2d(produce(x), weight, bias, padding=1) (+ residual)`` from ``transform_weight(weight)``.
+    """``conv2d(produce(x), weight, bias, padding=1) (+ residual)`` for 3x3 float32 ``weight``.
 
     ``produce`` is, in this order, ``silu(norm(x))`` when ``norm`` is given
     and 2x nearest-neighbour upsampling when ``upsample``; both are computed
@@ -179,37 +183,25 @@ def conv3x3(
     loaded = kernel()
     if loaded is None:
         raise RuntimeError("the Winograd kernel is not available here; check winograd.available() first")
-    return run(loaded, x, transformed, bias, residual, norm, upsample)
+    return run(loaded, x, weight, bias, residual, norm, upsample)
 
 
 def run(
     loaded: Kernel,
     x: Tensor,
-    transformed: Tensor,
+    weight: Tensor,
     bias: Tensor | None,
     residual: Tensor | None,
     norm: nn.GroupNorm | None,
     upsample: bool,
 ) -> Tensor:
     """``conv3x3`` on a given kernel (the self-test and the per-CPU-family tests use other builds)."""
-    block = loaded.out_channel_multiple
     batch, in_channels, height, width = _checked_input(x)
     if upsample:
         height, width = 2 * height, 2 * width
-    if not (isinstance(transformed, Tensor) and transformed.dim() == 4 and transformed.shape[1] > 0):
-        raise ValueError("transformed weights must be a (36, out_channels / block, in_channels, block) tensor")
-    out_channels = transformed.shape[1] * block
-    expected = (36, out_channels // block, in_channels, block)
-    if (
-        tuple(transformed.shape) != expected
-        or transformed.dtype != torch.float32
-        or transformed.device.type != "cpu"
-        or not transformed.is_contiguous()
-    ):
-        raise ValueError(
-            f"transformed weights {tuple(transformed.shape)} ({transformed.dtype}, {transformed.device}) are not laid out "
-            f"for this kernel: contiguous float32 on the CPU, {expected}"
-        )
+    if not (isinstance(weight, Tensor) and weight.dim() == 4 and weight.shape[0] > 0 and weight.shape[1] == in_channels):
+        raise ValueError(f"weights {_shape(weight)} are not (out_channels, {in_channels}, 3, 3) filters for this input")
+    out_channels = int(weight.shape[0])
     bias = _checked_vector(bias, out_channels, "bias")
     if residual is not None:
         if not isinstance(residual, Tensor) or tuple(residual.shape) != (batch, out_channels, height, width):
@@ -222,8 +214,9 @@ def run(
     ):
         raise ValueError(f"the GroupNorm ({norm}) does not fit an input of {in_channels} channels")
     x = x.contiguous(memory_format=torch.channels_last)
+    transformed = transform_weight(weight, loaded)
     scale, shift = _norm_affine(loaded, x, norm) if norm is not None else (None, None)
-    out = torch.empty((batch, height, width, out_channels), dtype=torch.float32)
+    out = pool.empty((batch, height, width, out_channels))
     status = loaded.conv(
         x.data_ptr(),
         batch,
@@ -519,7 +512,7 @@ def self_test(loaded: Kernel) -> str:
         norm.bias.uniform_(-0.5, 0.5, generator=generator)
     try:
         with torch.inference_mode():
-            got = run(loaded, x, transform_weight(weight, loaded.out_channel_multiple), bias, residual, norm, True)
+            got = run(loaded, x, weight, bias, residual, norm, True)
             produced = F.interpolate(F.silu(norm.double()(x.double())), scale_factor=2.0, mode="nearest")
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
     except MemoryError as error:

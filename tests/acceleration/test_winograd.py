@@ -73,11 +73,44 @@ def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, widt
     if fused in ("bias+residual", "all"):
         residual = torch.randn(batch, out_channels, height * scale, width * scale, generator=generator)
     with torch.inference_mode():
-        got = winograd.conv3x3(x, winograd.transform_weight(weight), bias, residual, norm=norm, upsample=upsample)
+        got = winograd.conv3x3(x, weight, bias, residual, norm=norm, upsample=upsample)
         expected = reference(x, weight, bias, residual, norm, upsample)
     assert got.shape == expected.shape
     assert got.is_contiguous(memory_format=torch.channels_last)
     assert_float32_close(got, expected)
+
+
+def g_g_gt(weight: torch.Tensor) -> torch.Tensor:
+    """The F(4x4, 3x3) filter transform G g G^T in float64, (36, in_channels, out_channels)."""
+    g = torch.tensor(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        dtype=torch.float64,
+    )
+    return torch.einsum("ij,ocjk,lk->ilco", g, weight.double(), g).reshape(36, weight.shape[1], weight.shape[0])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last", "transposed view"])
+def test_weight_transform_is_g_g_gt_in_the_kernels_blocks(layout):
+    """Made in C in float32 on every call now; any strides are read in place."""
+    generator = torch.Generator().manual_seed(11)
+    block = winograd.kernel().out_channel_multiple
+    weight = torch.randn(2 * block, 48, 3, 3, generator=generator)
+    if layout == "channels-last":
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed view":
+        weight = weight.transpose(2, 3).contiguous().transpose(2, 3)
+    got = winograd.transform_weight(weight)
+    assert got.shape == (36, 2, 48, block) and got.is_contiguous()
+    unblocked = got.permute(0, 2, 1, 3).reshape(36, 48, 2 * block)
+    expected = g_g_gt(weight)
+    assert float((unblocked.double() - expected).abs().max()) <= 1e-6 * float(expected.abs().max())
 
 
 def test_group_norm_statistics_survive_a_large_offset():
@@ -87,7 +120,7 @@ def test_group_norm_statistics_survive_a_large_offset():
     norm = random_norm(32, generator)
     weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
     with torch.inference_mode():
-        got = winograd.conv3x3(x, winograd.transform_weight(weight), None, norm=norm)
+        got = winograd.conv3x3(x, weight, None, norm=norm)
     assert_float32_close(got, reference(x, weight, None, norm=norm))
 
 
@@ -98,7 +131,7 @@ def test_batch_items_are_normalised_separately():
     norm = random_norm(32, generator)
     weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
     with torch.inference_mode():
-        got = winograd.conv3x3(x, winograd.transform_weight(weight), None, norm=norm)
+        got = winograd.conv3x3(x, weight, None, norm=norm)
     assert_float32_close(got, reference(x, weight, None, norm=norm))
 
 
@@ -141,41 +174,22 @@ def test_gradients_flow_through_the_fallback():
     assert x.grad is not None and module.weight.grad is not None
 
 
-def test_transformed_weights_follow_weight_changes():
+def test_the_kernel_follows_weight_changes():
+    """Replaced weights, loaded state and in-place changes are all seen: nothing derived from them is kept."""
     module = conv_module()
     x = torch.randn(1, 32, SIDE, SIDE)
     with torch.inference_mode():
         before = module(x)
-        state = {key: value * 2 for key, value in module.state_dict().items()}
-        module.load_state_dict(state)
-        after = module(x)
-    assert_float32_close(after, reference(x, module.weight, module.bias))
-    assert not torch.allclose(before, after)
-
-
-def test_transformed_weights_are_the_layers_own_state():
-    """They were keyed by data_ptr and a private version: a new tensor at a recycled address got stale weights,
-    and .to() or unloading never moved or freed their 4x copy."""
-    import gc
-    import weakref
-
-    module = conv_module()
-    x = torch.randn(1, 32, SIDE, SIDE)
-    with torch.inference_mode():
-        module(x)
-        cached = module._transformed[2]
-        module.to(torch.float64)
-        assert module._transformed is None  # dropped with the move, made again where it is used
-        module.to(torch.float32)
-        replacement = torch.randn_like(module.weight)
-        module.weight = torch.nn.Parameter(replacement)  # a new tensor, possibly at a recycled address
-        out = module(x)
-    assert_float32_close(out, reference(x, replacement, module.bias))
-    assert module._transformed[2] is not cached
-    freed = weakref.ref(module._transformed[2])
-    del module, cached, out
-    gc.collect()
-    assert freed() is None  # freed with the layer
+        module.load_state_dict({key: value * 2 for key, value in module.state_dict().items()})
+        loaded = module(x)
+        assert_float32_close(loaded, reference(x, module.weight, module.bias))
+        module.weight = torch.nn.Parameter(torch.randn_like(module.weight))
+        replaced = module(x)
+        assert_float32_close(replaced, reference(x, module.weight, module.bias))
+        module.weight.mul_(-1)
+        changed_in_place = module(x)
+        assert_float32_close(changed_in_place, reference(x, module.weight, module.bias))
+    assert not torch.allclose(before, loaded) and not torch.allclose(loaded, replaced)
 
 
 @pytest.mark.parametrize(
@@ -186,8 +200,9 @@ def test_transformed_weights_are_the_layers_own_state():
         ("an empty image", {"x": lambda: torch.randn(1, 32, 0, 8)}),
         ("an input on another device", {"x": lambda: torch.randn(1, 32, 8, 8, device="meta")}),
         ("a 3-D input", {"x": lambda: torch.randn(32, 8, 8)}),
-        ("float64 weights", {"transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)).double()}),
-        ("strided weights", {"transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)).transpose(0, 2)}),
+        ("float64 weights", {"weight": lambda: torch.zeros(64, 32, 3, 3, dtype=torch.float64)}),
+        ("5x5 weights", {"weight": lambda: torch.zeros(64, 32, 5, 5)}),
+        ("weights on another device", {"weight": lambda: torch.zeros(64, 32, 3, 3, device="meta")}),
         ("a float64 residual", {"residual": lambda: torch.zeros(1, 64, 8, 8, dtype=torch.float64)}),
         ("a bias on another device", {"bias": lambda: torch.zeros(64, device="meta")}),
         ("a GroupNorm that does not divide the channels", {"norm": lambda: nn.GroupNorm(5, 35)}),
@@ -196,7 +211,7 @@ def test_transformed_weights_are_the_layers_own_state():
 def test_every_entry_point_checks_its_tensors_before_c_reads_them(case, change):
     call = {
         "x": lambda: torch.randn(1, 32, 8, 8),
-        "transformed": lambda: winograd.transform_weight(torch.zeros(64, 32, 3, 3)),
+        "weight": lambda: torch.zeros(64, 32, 3, 3),
         "bias": lambda: None,
         "residual": lambda: None,
         "norm": lambda: None,
@@ -204,7 +219,7 @@ def test_every_entry_point_checks_its_tensors_before_c_reads_them(case, change):
     call |= change
     given = {key: make() for key, make in call.items()}
     with pytest.raises(ValueError), torch.inference_mode():
-        winograd.conv3x3(given["x"], given["transformed"], given["bias"], given["residual"], norm=given["norm"])
+        winograd.conv3x3(given["x"], given["weight"], given["bias"], given["residual"], norm=given["norm"])
 
 
 def test_switching_off_gives_pytorch_convolutions():
@@ -299,19 +314,20 @@ def test_a_kernel_that_computes_wrong_results_is_not_used(tmp_path):
 @pytest.mark.parametrize(
     ("case", "arguments"),
     [
-        ("weights for other channels", {"transformed": winograd.transform_weight(torch.zeros(64, 16, 3, 3))}),
-        ("weights in another layout", {"transformed": torch.zeros(36, 32, 64)}),
+        ("weights for other channels", {"weight": torch.zeros(64, 16, 3, 3)}),
+        ("output channels not in the kernel's blocks", {"weight": torch.zeros(60, 32, 3, 3)}),
+        ("weights that are not 4-D", {"weight": torch.zeros(36, 32, 64)}),
         ("bias of the wrong size", {"bias": torch.zeros(32)}),
         ("residual of the wrong size", {"residual": torch.zeros(1, 64, 16, 16)}),
         ("norm over other channels", {"norm": nn.GroupNorm(8, 64)}),
     ],
 )
 def test_sizes_are_checked_before_the_kernel_reads_memory(case, arguments):
-    call = {"transformed": winograd.transform_weight(torch.zeros(64, 32, 3, 3)), "bias": None, "residual": None, "norm": None}
+    call = {"weight": torch.zeros(64, 32, 3, 3), "bias": None, "residual": None, "norm": None}
     call |= arguments
     x = torch.zeros(1, 32, 32, 32)
     with pytest.raises(ValueError), torch.inference_mode():
-        winograd.conv3x3(x, call["transformed"], call["bias"], call["residual"], norm=call["norm"])
+        winograd.conv3x3(x, call["weight"], call["bias"], call["residual"], norm=call["norm"])
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not shutil.which("gcc"), reason="x86-64 builds need gcc")
@@ -342,8 +358,7 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     bias = torch.randn(64, generator=generator)
     norm = random_norm(48, generator)
     with torch.inference_mode():
-        transformed = winograd.transform_weight(weight, kernel.out_channel_multiple)
-        got = winograd.run(kernel, x, transformed, bias, None, norm, False)
+        got = winograd.run(kernel, x, weight, bias, None, norm, False)
     assert_float32_close(got, reference(x, weight, bias, norm=norm))
 
 

@@ -341,6 +341,67 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
 }
 
 typedef struct {
+    const float *weights; /* g: [out_channels][in_channels][3][3] at the given strides (floats) */
+    int64_t stride_out, stride_in, stride_y, stride_x;
+    int in_channels, out_channels;
+    float *transformed; /* U */
+    int first_block, end_block; /* output-channel blocks of CO_BLOCK */
+} transform_job_t;
+
+/* Winograd F(4x4, 3x3) filter transform G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6],
+ * [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]]: rows of G applied to (a, b, c). */
+#define G_ROWS(a, b, c)                                                                                              \
+    {(a) * 0.25f, ((a) + (b) + (c)) * (-1.0f / 6), ((a) - (b) + (c)) * (-1.0f / 6),                               \
+     (a) * (1.0f / 24) + (b) * (1.0f / 12) + (c) * (1.0f / 6), (a) * (1.0f / 24) - (b) * (1.0f / 12) + (c) * (1.0f / 6), (c)}
+
+static void *run_transform(void *arg) {
+    const transform_job_t *job = arg;
+    const int C = job->in_channels, K = job->out_channels;
+    const int64_t per_point = (int64_t)K * C;
+    for (int kb = job->first_block; kb < job->end_block; kb++) {
+        for (int c = 0; c < C; c++) {
+            for (int v = 0; v < NV; v++) {
+                vec g[3][3];
+                for (int y = 0; y < 3; y++)
+                    for (int x = 0; x < 3; x++)
+                        for (int lane = 0; lane < VEC; lane++) {
+                            const int64_t k = (int64_t)kb * CO_BLOCK + v * VEC + lane;
+                            g[y][x][lane] = job->weights[k * job->stride_out + c * job->stride_in + y * job->stride_y + x * job->stride_x];
+                        }
+                vec t[ALPHA][3]; /* G g */
+                for (int x = 0; x < 3; x++) {
+                    const vec column[ALPHA] = G_ROWS(g[0][x], g[1][x], g[2][x]);
+                    for (int i = 0; i < ALPHA; i++) t[i][x] = column[i];
+                }
+                float *out = job->transformed + ((int64_t)kb * C + c) * CO_BLOCK + v * VEC;
+                for (int i = 0; i < ALPHA; i++) {
+                    const vec row[ALPHA] = G_ROWS(t[i][0], t[i][1], t[i][2]); /* (G g) G^T */
+                    for (int j = 0; j < ALPHA; j++) store(out + (i * ALPHA + j) * per_point, row[j]);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+/* U = G g G^T for every filter, in float32, laid out for winograd_conv3x3:
+ * U[36][out_channels / CO_BLOCK][in_channels][CO_BLOCK]. Computed on each call rather than
+ * kept: it costs about 1 % of the convolution and would take 4x the weights' memory. */
+int winograd_transform_weights(const float *weights, int out_channels, int in_channels, int64_t stride_out,
+                               int64_t stride_in, int64_t stride_y, int64_t stride_x, float *transformed, int threads) {
+    const int blocks = out_channels / CO_BLOCK;
+    if (threads > blocks) threads = blocks;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    transform_job_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (transform_job_t){weights, stride_out, stride_in, stride_y, stride_x, in_channels, out_channels,
+                                    transformed, blocks * i / threads, blocks * (i + 1) / threads};
+    }
+    return run_parallel(run_transform, jobs, sizeof(transform_job_t), threads);
+}
+
+typedef struct {
     const float *input;
     int channels;
     int64_t first_pixel, end_pixel; /* over all images: pixel p belongs to image p / pixels */
@@ -349,37 +410,40 @@ typedef struct {
     int batch;
 } moments_job_t;
 
+/* One pass over the pixels, all channels at once (a pass per channel vector would read
+ * the image C / VEC times from memory): float partial sums over runs of RUN pixels,
+ * added up in double. About the image's first pixel, so that a large mean does not
+ * cancel the variance away. */
+#define RUN 64
 static void *run_moments(void *arg) {
     moments_job_t *job = arg;
     const int C = job->channels;
     double *sums = job->sums, *squares = job->sums + (int64_t)job->batch * C;
+    float *partial = malloc(sizeof(float) * 2 * C);
+    if (!partial) return (void *)1;
+    float *run_sums = partial, *run_squares = partial + C;
     for (int64_t p = job->first_pixel; p < job->end_pixel;) {
         const int64_t n = p / job->pixels, end = (n + 1) * job->pixels < job->end_pixel ? (n + 1) * job->pixels : job->end_pixel;
-        for (int c = 0; c < C; c += VEC) {
-            /* About the image's first pixel, so that a large mean does not cancel the variance away;
-             * float partial sums over runs of 64 pixels, added up in double. */
-            const vec shift = load(job->input + n * job->pixels * C + c);
-            double s[VEC] = {0}, q[VEC] = {0};
-            for (int64_t run = p; run < end; run += 64) {
-                vec a = {0}, b = {0};
-                const int64_t stop = run + 64 < end ? run + 64 : end;
-                for (int64_t i = run; i < stop; i++) {
-                    const vec v = load(job->input + i * C + c) - shift;
-                    a += v;
-                    b += v * v;
-                }
-                for (int k = 0; k < VEC; k++) {
-                    s[k] += a[k];
-                    q[k] += b[k];
+        const float *shift = job->input + n * job->pixels * C;
+        for (int64_t run = p; run < end; run += RUN) {
+            const int64_t stop = run + RUN < end ? run + RUN : end;
+            memset(partial, 0, sizeof(float) * 2 * C);
+            for (int64_t i = run; i < stop; i++) {
+                const float *pixel = job->input + i * C;
+                for (int c = 0; c < C; c += VEC) {
+                    const vec v = load(pixel + c) - load(shift + c);
+                    store(run_sums + c, load(run_sums + c) + v);
+                    store(run_squares + c, load(run_squares + c) + v * v);
                 }
             }
-            for (int k = 0; k < VEC; k++) {
-                sums[n * C + c + k] += s[k];
-                squares[n * C + c + k] += q[k];
+            for (int c = 0; c < C; c++) {
+                sums[n * C + c] += run_sums[c];
+                squares[n * C + c] += run_squares[c];
             }
         }
         p = end;
     }
+    free(partial);
     return NULL;
 }
 

@@ -1,0 +1,146 @@
+"""The buffer pool: memory comes back only when nothing uses it, is reused, and is given back to the system when idle."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+import torch
+from support import require_winograd
+
+from lib_codeformer.acceleration import winograd
+from lib_codeformer.acceleration.buffers import BufferPool
+from lib_codeformer.acceleration.layers import FastConv3x3
+
+MIB = 1 << 20
+SHAPE = (1, 64, 64, 64)  # 1 MiB of float32
+
+
+@pytest.fixture
+def pool():
+    made = BufferPool(idle_seconds=60, min_bytes=MIB)
+    yield made
+    made.release()
+
+
+def test_a_freed_buffer_is_reused(pool):
+    first = pool.empty(SHAPE)
+    address = first.data_ptr()
+    del first
+    assert pool.free_bytes() == MIB
+    again = pool.empty(SHAPE)
+    assert again.data_ptr() == address
+    assert pool.free_bytes() == 0
+
+
+def test_a_buffer_is_not_reused_while_a_view_of_it_lives(pool):
+    first = pool.empty(SHAPE)
+    first.fill_(1.0)
+    view = first.permute(0, 3, 1, 2)[:, :3]
+    del first
+    assert pool.free_bytes() == 0
+    second = pool.empty(SHAPE)
+    second.fill_(2.0)
+    assert second.data_ptr() != view.data_ptr()
+    assert bool((view == 1.0).all())
+    del view
+    assert pool.free_bytes() == MIB
+
+
+def test_small_requests_are_left_to_the_c_allocator(pool):
+    small = pool.empty((16, 16))
+    assert small.shape == (16, 16) and small.dtype == torch.float32
+    del small
+    assert pool.free_bytes() == 0
+
+
+def test_a_buffer_serves_smaller_requests_down_to_half_its_size(pool):
+    del_me = pool.empty((2, *SHAPE[1:]))
+    address = del_me.data_ptr()
+    del del_me
+    half = pool.empty(SHAPE)
+    assert half.data_ptr() == address and half.shape == SHAPE
+    del half
+    quarter = pool.empty((1, 32, 64, 64))  # would waste 3/4 of it: a new buffer instead
+    assert quarter.data_ptr() != address
+    assert pool.free_bytes() == 2 * MIB
+
+
+def test_idle_buffers_are_given_back_to_the_system():
+    pool = BufferPool(idle_seconds=0.2, min_bytes=MIB)
+    buffer = pool.empty(SHAPE)
+    del buffer
+    assert pool.free_bytes() == MIB
+    deadline = time.monotonic() + 10
+    while pool.free_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.free_bytes() == 0
+
+
+def test_requests_keep_the_buffers_from_being_given_back():
+    pool = BufferPool(idle_seconds=0.5, min_bytes=MIB)
+    for _ in range(8):  # 0.8 s of steady use, longer than the idle time
+        buffer = pool.empty(SHAPE)
+        del buffer
+        time.sleep(0.1)
+        assert pool.free_bytes() == MIB
+    pool.release()
+
+
+def test_buffers_in_use_at_release_are_not_kept_afterwards(pool):
+    in_use = pool.empty(SHAPE)
+    pool.release()
+    del in_use
+    assert pool.free_bytes() == 0
+
+
+def test_a_buffer_freed_by_the_garbage_collector_comes_back(pool):
+    """Freed inside the collector, on whatever thread runs it: giving it back must not take a lock."""
+    cycle = {"tensor": pool.empty(SHAPE)}
+    cycle["self"] = cycle
+    del cycle
+    assert pool.free_bytes() == 0
+    gc.collect()
+    assert pool.free_bytes() == MIB
+
+
+def test_threads_never_share_a_buffer(pool):
+    problems = []
+
+    def work(value: float) -> None:
+        for _ in range(50):
+            buffer = pool.empty(SHAPE)
+            buffer.fill_(value)
+            time.sleep(0)
+            if not bool((buffer == value).all()):
+                problems.append(value)
+
+    threads = [threading.Thread(target=work, args=(float(i),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+
+
+def test_layers_in_a_chain_compute_the_same_on_recycled_memory():
+    """Outputs written into recycled buffers: a chain of kernel convolutions equals the same chain on fresh memory."""
+    require_winograd()
+    torch.manual_seed(3)
+    layers = [FastConv3x3(32, 32) for _ in range(4)]
+    x = torch.randn(2, 32, 64, 64)
+
+    def chain() -> torch.Tensor:
+        with torch.inference_mode():
+            out = x
+            for layer in layers:
+                out = layer(out, out)  # the residual is the input: read while the output is written elsewhere
+            return out.clone()
+
+    winograd.pool.release()
+    fresh = chain()
+    assert winograd.pool.free_bytes() > 0  # the intermediate outputs came back
+    assert torch.equal(chain(), fresh)
+    assert torch.equal(chain(), fresh)
