@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
-from lib_codeformer.acceleration import winograd  # noqa: E402
+from lib_codeformer.acceleration import buffers, winograd  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
@@ -184,6 +184,7 @@ def bench(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         for name, _, fast in modes[: 2 if device.type == "cpu" else 1]:
             accelerate(ours, winograd_kernel=fast)
+            buffers.pool.release()  # its buffers count: they are held while faces are restored
             peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)
             if peak is not None:
                 print(f"\npeak memory per face (batch 1, {name}): ours {peak:.0f} MiB", end="")

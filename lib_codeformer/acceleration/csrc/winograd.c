@@ -1,15 +1,18 @@
 /*
  * 3x3 convolution (stride 1, zero padding 1) by Winograd's minimal filtering
- * F(4x4, 3x3), float32, channels-last (NHWC) tensors.
+ * F(4x4, 3x3) or F(6x6, 3x3), float32, channels-last (NHWC) tensors.
  *
  * Why: a direct 3x3 convolution spends 9 multiply-adds per output pixel,
  * input channel and output channel; F(4x4, 3x3) computes a 4x4 output tile
  * from a 6x6 input tile with 36, i.e. 2.25 instead of 9 per pixel (4x
- * fewer). The transforms around the products cost a few adds per value;
- * they are done here block by block so that the transformed tiles stay in
- * the CPU's cache instead of travelling through memory (which is what makes
- * a Winograd convolution assembled from framework operations slower than a
- * direct one).
+ * fewer), F(6x6, 3x3) a 6x6 tile from an 8x8 one with 64, i.e. 1.78 per
+ * pixel (5.1x fewer). The transforms around the products cost a few adds per
+ * value; they are done here block by block so that the transformed tiles
+ * stay in the CPU's cache instead of travelling through memory (which is what
+ * makes a Winograd convolution assembled from framework operations slower
+ * than a direct one). The caller picks the tile: the larger one pays on large
+ * images; on small ones its partial tiles and 64/36 larger transformed
+ * weights cost more than it saves.
  *
  * Two producers of the input are folded into the read of each block, so
  * their outputs never exist as full images (saving a write and a read of the
@@ -20,16 +23,16 @@
  * The convolution's zero padding applies to the produced input, as it would
  * if the producers had run on their own.
  *
- * Layout of the pre-transformed weights U (computed in Python, in float64,
- * from the 3x3 kernel g as G g G^T): U[36][out_channels / CO_BLOCK][in_channels][CO_BLOCK],
+ * Layout of the transformed weights U (G g G^T of each 3x3 filter g, made by
+ * winograd_transform_weights): U[points][out_channels / CO_BLOCK][in_channels][CO_BLOCK],
  * so that the micro-kernel reads each point's block of weights contiguously.
  * Requirements checked by the caller: in_channels % 16 == 0 and
  * out_channels % CO_BLOCK == 0 (CO_BLOCK is exported by winograd_co_block).
  *
- * Accuracy: the transforms' coefficients (0, +-1, +-2, +-4, +-5, +-8 and
- * G's 1/4, 1/6, 1/12, 1/24) keep float32 rounding within about 1e-4 of the
- * official network's outputs over the whole CodeFormer network (the tests
- * check it).
+ * Accuracy: F(4x4)'s coefficients (0, +-1, +-2, +-4, +-5, +-8; G's 1/4, 1/6,
+ * 1/12, 1/24) and F(6x6)'s (interpolation points 0, +-1, +-2, +-1/2; up to 32
+ * and 21/4) keep float32 rounding within about 1e-4 of the official network's
+ * outputs over the whole CodeFormer network (the tests check it).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -50,12 +53,12 @@
 #ifndef BLOCK_KIB
 #define BLOCK_KIB 512 /* transformed input per thread block: stays in L2 */
 #endif
-#define ROWS 6                 /* tiles per micro-kernel step (register block rows) */
-#define CO_BLOCK (VEC * NV)    /* output channels per micro-kernel step */
-#define ALPHA 6                /* input tile side */
-#define TILE 4                 /* output tile side */
-#define POINTS (ALPHA * ALPHA) /* products per tile and channel pair */
+#define ROWS 6              /* tiles per micro-kernel step (register block rows) */
+#define CO_BLOCK (VEC * NV) /* output channels per micro-kernel step */
+#define MAX_ALPHA 8         /* largest input tile side: F(6x6, 3x3)'s */
 #define MAX_THREADS 256
+/* The tile-size-dependent steps are inlined into one copy per tile size, each with its sizes constant. */
+#define SPECIALISED static inline __attribute__((always_inline))
 
 typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
 typedef int ivec __attribute__((vector_size(VEC * sizeof(int))));
@@ -93,6 +96,70 @@ static inline vec vexp(vec x) {
 
 int winograd_co_block(void) { return CO_BLOCK; }
 
+/* B^T d for one column (or row) of an input tile: alpha = tile + 2 points. */
+SPECIALISED void input_1d(const int tile, const vec d[], vec out[]) {
+    if (tile == 4) {
+        out[0] = 4 * d[0] - 5 * d[2] + d[4];
+        out[1] = -4 * (d[1] + d[2]) + d[3] + d[4];
+        out[2] = 4 * (d[1] - d[2]) - d[3] + d[4];
+        out[3] = 2 * (d[3] - d[1]) - d[2] + d[4];
+        out[4] = 2 * (d[1] - d[3]) - d[2] + d[4];
+        out[5] = 4 * d[1] - 5 * d[3] + d[5];
+        return;
+    }
+    const vec odd1 = d[1] + d[5] - 4.25f * d[3], even1 = d[2] + d[6] - 4.25f * d[4];
+    const vec odd2 = 0.5f * d[1] - 2.5f * d[3] + 2.0f * d[5], even2 = 0.25f * d[2] - 1.25f * d[4] + d[6];
+    const vec odd3 = 2.0f * d[1] - 2.5f * d[3] + 0.5f * d[5], even3 = 4.0f * d[2] - 5.0f * d[4] + d[6];
+    out[0] = d[0] - d[6] + 5.25f * (d[4] - d[2]);
+    out[1] = even1 + odd1;
+    out[2] = even1 - odd1;
+    out[3] = even2 + odd2;
+    out[4] = even2 - odd2;
+    out[5] = even3 + odd3;
+    out[6] = even3 - odd3;
+    out[7] = d[7] - d[1] + 5.25f * (d[3] - d[5]);
+}
+
+/* A^T m for one column (or row) of a tile of products: tile outputs from tile + 2 points. */
+SPECIALISED void output_1d(const int tile, const vec m[], vec out[]) {
+    if (tile == 4) {
+        out[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+        out[1] = m[1] - m[2] + 2 * (m[3] - m[4]);
+        out[2] = m[1] + m[2] + 4 * (m[3] + m[4]);
+        out[3] = m[1] - m[2] + 8 * (m[3] - m[4]) + m[5];
+        return;
+    }
+    const vec sum1 = m[1] + m[2], sum2 = m[3] + m[4], sum3 = m[5] + m[6];
+    const vec difference1 = m[1] - m[2], difference2 = m[3] - m[4], difference3 = m[5] - m[6];
+    out[0] = m[0] + sum1 + sum2 + sum3;
+    out[1] = difference1 + 2.0f * difference2 + 0.5f * difference3;
+    out[2] = sum1 + 4.0f * sum2 + 0.25f * sum3;
+    out[3] = difference1 + 8.0f * difference2 + 0.125f * difference3;
+    out[4] = sum1 + 16.0f * sum2 + 0.0625f * sum3;
+    out[5] = difference1 + 32.0f * difference2 + 0.03125f * difference3 + m[7];
+}
+
+/* G g for one column (or row) (a, b, c) of a 3x3 filter: tile + 2 values. */
+SPECIALISED void filter_1d(const int tile, const vec a, const vec b, const vec c, vec out[]) {
+    if (tile == 4) {
+        out[0] = a * 0.25f;
+        out[1] = (a + b + c) * (-1.0f / 6);
+        out[2] = (a - b + c) * (-1.0f / 6);
+        out[3] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
+        out[4] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
+        out[5] = c;
+        return;
+    }
+    out[0] = a;
+    out[1] = (a + b + c) * (-2.0f / 9);
+    out[2] = (a - b + c) * (-2.0f / 9);
+    out[3] = a * (1.0f / 90) + b * (1.0f / 45) + c * (2.0f / 45);
+    out[4] = a * (1.0f / 90) - b * (1.0f / 45) + c * (2.0f / 45);
+    out[5] = a * (32.0f / 45) + b * (16.0f / 45) + c * (8.0f / 45);
+    out[6] = a * (32.0f / 45) - b * (16.0f / 45) + c * (8.0f / 45);
+    out[7] = c;
+}
+
 int winograd_vector_floats(void) { return VEC; }
 
 typedef struct {
@@ -104,22 +171,23 @@ typedef struct {
     const float *residual; /* may be NULL: added to the output (same layout) */
     float *output;
     int batch, height, width, in_channels, out_channels, upsample;
+    int tile; /* output tile side: 4 or 6 */
     int tiles_y, tiles_x;
     int64_t total_tiles;
     int block_tiles; /* tiles per block, multiple of ROWS */
     int64_t first_block, end_block;
 } job_t;
 
-/* The 6 input rows under one row of tiles, columns first_x - 1 .. first_x + 4 * count,
+/* The tile + 2 input rows under one row of tiles, columns first_x - 1 .. first_x + tile * count,
  * as the convolution sees them: upsampled, normalised and activated, zero outside. */
-static void fill_strip(const job_t *job, int n, int first_y, int first_x, int count, float *strip) {
-    const int C = job->in_channels, H = job->height, W = job->width, up = job->upsample;
+SPECIALISED void fill_strip(const job_t *job, const int tile, int n, int first_y, int first_x, int count, float *strip) {
+    const int C = job->in_channels, H = job->height, W = job->width, up = job->upsample, alpha = tile + 2;
     const int source_w = W >> up;
-    const int columns = TILE * count + 2;
+    const int columns = tile * count + 2;
     const float *image = job->input + (int64_t)n * (H >> up) * source_w * C;
     const float *scale = job->norm_scale ? job->norm_scale + (int64_t)n * C : NULL;
     const float *shift = job->norm_shift ? job->norm_shift + (int64_t)n * C : NULL;
-    for (int r = 0; r < ALPHA; r++) {
+    for (int r = 0; r < alpha; r++) {
         const int y = first_y - 1 + r;
         float *row = strip + (int64_t)r * columns * C;
         for (int cx = 0; cx < columns; cx++) {
@@ -142,35 +210,27 @@ static void fill_strip(const job_t *job, int n, int first_y, int first_x, int co
     }
 }
 
-/* B^T d B for the tiles of one strip, into V[36][block_tiles][C] at slots first_slot.. */
-static void transform_strip(const job_t *job, const float *strip, int count, int first_slot, float *V) {
-    const int C = job->in_channels;
-    const int64_t columns = TILE * count + 2;
+/* B^T d B for the tiles of one strip, into V[points][block_tiles][C] at slots first_slot.. */
+SPECIALISED void transform_strip(const job_t *job, const int tile, const float *strip, int count, int first_slot, float *V) {
+    const int C = job->in_channels, alpha = tile + 2;
+    const int64_t columns = tile * count + 2;
     const int64_t stride_point = (int64_t)job->block_tiles * C;
     for (int k = 0; k < count; k++) {
         float *dst = V + (int64_t)(first_slot + k) * C;
-        const float *tile = strip + (int64_t)TILE * k * C;
+        const float *source = strip + (int64_t)tile * k * C;
         for (int c = 0; c < C; c += VEC) {
-            vec t[ALPHA][ALPHA];
-            for (int j = 0; j < ALPHA; j++) {
-                vec d[ALPHA];
-                for (int i = 0; i < ALPHA; i++) d[i] = load(tile + ((int64_t)i * columns + j) * C + c);
-                t[0][j] = 4 * d[0] - 5 * d[2] + d[4];
-                t[1][j] = -4 * (d[1] + d[2]) + d[3] + d[4];
-                t[2][j] = 4 * (d[1] - d[2]) - d[3] + d[4];
-                t[3][j] = 2 * (d[3] - d[1]) - d[2] + d[4];
-                t[4][j] = 2 * (d[1] - d[3]) - d[2] + d[4];
-                t[5][j] = 4 * d[1] - 5 * d[3] + d[5];
+            vec t[MAX_ALPHA][MAX_ALPHA]; /* t[j]: B^T applied to column j */
+            for (int j = 0; j < alpha; j++) {
+                vec d[MAX_ALPHA];
+                for (int i = 0; i < alpha; i++) d[i] = load(source + ((int64_t)i * columns + j) * C + c);
+                input_1d(tile, d, t[j]);
             }
-            for (int i = 0; i < ALPHA; i++) {
-                const vec *d = t[i];
-                float *row = dst + (int64_t)(i * ALPHA) * stride_point + c;
-                store(row + 0 * stride_point, 4 * d[0] - 5 * d[2] + d[4]);
-                store(row + 1 * stride_point, -4 * (d[1] + d[2]) + d[3] + d[4]);
-                store(row + 2 * stride_point, 4 * (d[1] - d[2]) - d[3] + d[4]);
-                store(row + 3 * stride_point, 2 * (d[3] - d[1]) - d[2] + d[4]);
-                store(row + 4 * stride_point, 2 * (d[1] - d[3]) - d[2] + d[4]);
-                store(row + 5 * stride_point, 4 * d[1] - 5 * d[3] + d[5]);
+            for (int i = 0; i < alpha; i++) {
+                vec d[MAX_ALPHA], out[MAX_ALPHA];
+                for (int j = 0; j < alpha; j++) d[j] = t[j][i];
+                input_1d(tile, d, out);
+                float *row = dst + (int64_t)(i * alpha) * stride_point + c;
+                for (int j = 0; j < alpha; j++) store(row + j * stride_point, out[j]);
             }
         }
     }
@@ -178,29 +238,29 @@ static void transform_strip(const job_t *job, const float *strip, int count, int
 
 /* The block's transformed input: strip by strip (a block may span rows of tiles and
  * images); slots past the last tile are zero. */
-static void transform_block(const job_t *job, int64_t first_tile, float *strip, float *V) {
-    const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x;
+SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first_tile, float *strip, float *V) {
+    const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x, points = (tile + 2) * (tile + 2);
     int slot = 0;
     while (slot < T && first_tile + slot < job->total_tiles) {
-        const int64_t tile = first_tile + slot;
-        const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
+        const int64_t index = first_tile + slot;
+        const int n = (int)(index / per_image), rest = (int)(index % per_image);
         const int ty = rest / job->tiles_x, tx = rest % job->tiles_x;
         int count = job->tiles_x - tx;
         if (count > T - slot) count = T - slot;
-        if (count > job->total_tiles - tile) count = (int)(job->total_tiles - tile);
-        fill_strip(job, n, ty * TILE, tx * TILE, count, strip);
-        transform_strip(job, strip, count, slot, V);
+        if (count > job->total_tiles - index) count = (int)(job->total_tiles - index);
+        fill_strip(job, tile, n, ty * tile, tx * tile, count, strip);
+        transform_strip(job, tile, strip, count, slot, V);
         slot += count;
     }
     for (; slot < T; slot++)
-        for (int p = 0; p < POINTS; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
+        for (int p = 0; p < points; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
-/* M[p][t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for all 36 points p
+/* M[p][t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for all points p
  * and the block's tiles, ROWS tiles at a time held in registers. */
-static void multiply(const job_t *job, const float *V, int co, float *M) {
+static void multiply(const job_t *job, int points, const float *V, int co, float *M) {
     const int C = job->in_channels, K = job->out_channels, T = job->block_tiles;
-    for (int p = 0; p < POINTS; p++) {
+    for (int p = 0; p < points; p++) {
         const float *Vp = V + (int64_t)p * T * C;
         const float *Up = job->weights + (int64_t)p * C * K + (int64_t)co * C;
         float *Mp = M + (int64_t)p * T * CO_BLOCK;
@@ -228,65 +288,62 @@ static void multiply(const job_t *job, const float *V, int co, float *M) {
 
 /* A^T m A for each tile of the block, plus bias (and residual), written to
  * the output pixels that lie inside the image. */
-static void output_transform(const job_t *job, int64_t first_tile, int co, const float *M) {
-    const int K = job->out_channels, H = job->height, W = job->width, T = job->block_tiles;
+SPECIALISED void output_transform(const job_t *job, const int tile, int64_t first_tile, int co, const float *M) {
+    const int K = job->out_channels, H = job->height, W = job->width, T = job->block_tiles, alpha = tile + 2;
     const int per_image = job->tiles_y * job->tiles_x;
     for (int slot = 0; slot < T; slot++) {
-        const int64_t tile = first_tile + slot;
-        if (tile >= job->total_tiles) return;
-        const int n = (int)(tile / per_image), rest = (int)(tile % per_image);
-        const int y0 = (rest / job->tiles_x) * TILE, x0 = (rest % job->tiles_x) * TILE;
+        const int64_t index = first_tile + slot;
+        if (index >= job->total_tiles) return;
+        const int n = (int)(index / per_image), rest = (int)(index % per_image);
+        const int y0 = (rest / job->tiles_x) * tile, x0 = (rest % job->tiles_x) * tile;
         for (int v = 0; v < NV; v++) {
             const int c = co + v * VEC;
-            vec m[ALPHA][ALPHA], t[TILE][ALPHA];
-            for (int p = 0; p < POINTS; p++) m[p / ALPHA][p % ALPHA] = load(M + ((int64_t)p * T + slot) * CO_BLOCK + v * VEC);
-            for (int j = 0; j < ALPHA; j++) {
-                const vec m0 = m[0][j], m1 = m[1][j], m2 = m[2][j], m3 = m[3][j], m4 = m[4][j], m5 = m[5][j];
-                t[0][j] = m0 + m1 + m2 + m3 + m4;
-                t[1][j] = m1 - m2 + 2 * (m3 - m4);
-                t[2][j] = m1 + m2 + 4 * (m3 + m4);
-                t[3][j] = m1 - m2 + 8 * (m3 - m4) + m5;
+            vec t[MAX_ALPHA][MAX_ALPHA]; /* t[j]: A^T applied to column j */
+            for (int j = 0; j < alpha; j++) {
+                vec m[MAX_ALPHA];
+                for (int i = 0; i < alpha; i++) m[i] = load(M + ((int64_t)(i * alpha + j) * T + slot) * CO_BLOCK + v * VEC);
+                output_1d(tile, m, t[j]);
             }
             const vec b = job->bias ? load(job->bias + c) : (vec){0};
-            for (int i = 0; i < TILE; i++) {
+            for (int i = 0; i < tile; i++) {
                 const int y = y0 + i;
                 if (y >= H) break;
-                const vec m0 = t[i][0], m1 = t[i][1], m2 = t[i][2], m3 = t[i][3], m4 = t[i][4], m5 = t[i][5];
-                const vec out[TILE] = {
-                    m0 + m1 + m2 + m3 + m4 + b,
-                    m1 - m2 + 2 * (m3 - m4) + b,
-                    m1 + m2 + 4 * (m3 + m4) + b,
-                    m1 - m2 + 8 * (m3 - m4) + m5 + b,
-                };
-                for (int j = 0; j < TILE && x0 + j < W; j++) {
+                vec m[MAX_ALPHA], out[MAX_ALPHA];
+                for (int j = 0; j < alpha; j++) m[j] = t[j][i];
+                output_1d(tile, m, out);
+                for (int j = 0; j < tile && x0 + j < W; j++) {
                     const int64_t offset = (((int64_t)n * H + y) * W + x0 + j) * K + c;
-                    const vec value = job->residual ? out[j] + load(job->residual + offset) : out[j];
-                    store(job->output + offset, value);
+                    const vec value = out[j] + b;
+                    store(job->output + offset, job->residual ? value + load(job->residual + offset) : value);
                 }
             }
         }
     }
 }
 
-static void *run_blocks(void *arg) {
-    const job_t *job = arg;
-    const int T = job->block_tiles;
-    float *V = malloc(sizeof(float) * POINTS * T * job->in_channels);
-    float *M = malloc(sizeof(float) * POINTS * T * CO_BLOCK);
-    float *strip = malloc(sizeof(float) * ALPHA * (TILE * T + 2) * job->in_channels);
+SPECIALISED void *run_blocks_of(const job_t *job, const int tile) {
+    const int T = job->block_tiles, alpha = tile + 2, points = alpha * alpha;
+    float *V = malloc(sizeof(float) * points * T * job->in_channels);
+    float *M = malloc(sizeof(float) * points * T * CO_BLOCK);
+    float *strip = malloc(sizeof(float) * alpha * (tile * T + 2) * job->in_channels);
     const int ok = V && M && strip;
     for (int64_t block = job->first_block; ok && block < job->end_block; block++) {
         const int64_t first_tile = block * T;
-        transform_block(job, first_tile, strip, V);
+        transform_block(job, tile, first_tile, strip, V);
         for (int co = 0; co < job->out_channels; co += CO_BLOCK) {
-            multiply(job, V, co, M);
-            output_transform(job, first_tile, co, M);
+            multiply(job, points, V, co, M);
+            output_transform(job, tile, first_tile, co, M);
         }
     }
     free(V);
     free(M);
     free(strip);
     return ok ? NULL : (void *)1;
+}
+
+static void *run_blocks(void *arg) {
+    const job_t *job = arg;
+    return job->tile == 6 ? run_blocks_of(job, 6) : run_blocks_of(job, 4);
 }
 
 /* Run run_blocks' shares of a job on `threads` threads (the caller's one included).
@@ -310,21 +367,23 @@ static int run_parallel(void *(*work)(void *), void *jobs, size_t job_size, int 
     return failed;
 }
 
-/* output = conv3x3(produce(input)) + bias (+ residual). height and width are the
+/* output = conv3x3(produce(input)) + bias (+ residual) in tiles of tile x tile (4 or 6)
+ * outputs, from weights transformed for that tile. height and width are the
  * convolution's (after upsampling: the input is height/2 x width/2 when
  * upsample is 1). Returns 0 on success, nonzero if the working buffers could not be
  * allocated (the caller then falls back to a direct convolution). */
 int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
                      const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
-                     const float *bias, const float *residual, float *output, int threads) {
+                     const float *bias, const float *residual, float *output, int tile, int threads) {
+    tile = tile == 6 ? 6 : 4;
     job_t base = {
         .input = input, .norm_scale = norm_scale, .norm_shift = norm_shift, .weights = weights, .bias = bias,
         .residual = residual, .output = output, .batch = batch, .height = height, .width = width,
-        .in_channels = in_channels, .out_channels = out_channels, .upsample = upsample ? 1 : 0,
-        .tiles_y = (height + TILE - 1) / TILE, .tiles_x = (width + TILE - 1) / TILE,
+        .in_channels = in_channels, .out_channels = out_channels, .upsample = upsample ? 1 : 0, .tile = tile,
+        .tiles_y = (height + tile - 1) / tile, .tiles_x = (width + tile - 1) / tile,
     };
     base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;
-    int block_tiles = (BLOCK_KIB * 1024) / (POINTS * in_channels * (int)sizeof(float));
+    int block_tiles = (BLOCK_KIB * 1024) / ((tile + 2) * (tile + 2) * in_channels * (int)sizeof(float));
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
     base.block_tiles = block_tiles;
     const int64_t blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
@@ -343,20 +402,13 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
 typedef struct {
     const float *weights; /* g: [out_channels][in_channels][3][3] at the given strides (floats) */
     int64_t stride_out, stride_in, stride_y, stride_x;
-    int in_channels, out_channels;
+    int in_channels, out_channels, tile;
     float *transformed; /* U */
     int first_block, end_block; /* output-channel blocks of CO_BLOCK */
 } transform_job_t;
 
-/* Winograd F(4x4, 3x3) filter transform G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6],
- * [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]]: rows of G applied to (a, b, c). */
-#define G_ROWS(a, b, c)                                                                                              \
-    {(a) * 0.25f, ((a) + (b) + (c)) * (-1.0f / 6), ((a) - (b) + (c)) * (-1.0f / 6),                               \
-     (a) * (1.0f / 24) + (b) * (1.0f / 12) + (c) * (1.0f / 6), (a) * (1.0f / 24) - (b) * (1.0f / 12) + (c) * (1.0f / 6), (c)}
-
-static void *run_transform(void *arg) {
-    const transform_job_t *job = arg;
-    const int C = job->in_channels, K = job->out_channels;
+SPECIALISED void transform_weights_of(const transform_job_t *job, const int tile) {
+    const int C = job->in_channels, K = job->out_channels, alpha = tile + 2;
     const int64_t per_point = (int64_t)K * C;
     for (int kb = job->first_block; kb < job->end_block; kb++) {
         for (int c = 0; c < C; c++) {
@@ -368,27 +420,35 @@ static void *run_transform(void *arg) {
                             const int64_t k = (int64_t)kb * CO_BLOCK + v * VEC + lane;
                             g[y][x][lane] = job->weights[k * job->stride_out + c * job->stride_in + y * job->stride_y + x * job->stride_x];
                         }
-                vec t[ALPHA][3]; /* G g */
-                for (int x = 0; x < 3; x++) {
-                    const vec column[ALPHA] = G_ROWS(g[0][x], g[1][x], g[2][x]);
-                    for (int i = 0; i < ALPHA; i++) t[i][x] = column[i];
-                }
+                vec t[3][MAX_ALPHA]; /* t[x]: G applied to column x */
+                for (int x = 0; x < 3; x++) filter_1d(tile, g[0][x], g[1][x], g[2][x], t[x]);
                 float *out = job->transformed + ((int64_t)kb * C + c) * CO_BLOCK + v * VEC;
-                for (int i = 0; i < ALPHA; i++) {
-                    const vec row[ALPHA] = G_ROWS(t[i][0], t[i][1], t[i][2]); /* (G g) G^T */
-                    for (int j = 0; j < ALPHA; j++) store(out + (i * ALPHA + j) * per_point, row[j]);
+                for (int i = 0; i < alpha; i++) {
+                    vec row[MAX_ALPHA]; /* (G g) G^T */
+                    filter_1d(tile, t[0][i], t[1][i], t[2][i], row);
+                    for (int j = 0; j < alpha; j++) store(out + (i * alpha + j) * per_point, row[j]);
                 }
             }
         }
     }
+}
+
+static void *run_transform(void *arg) {
+    const transform_job_t *job = arg;
+    if (job->tile == 6)
+        transform_weights_of(job, 6);
+    else
+        transform_weights_of(job, 4);
     return NULL;
 }
 
-/* U = G g G^T for every filter, in float32, laid out for winograd_conv3x3:
- * U[36][out_channels / CO_BLOCK][in_channels][CO_BLOCK]. Computed on each call rather than
- * kept: it costs about 1 % of the convolution and would take 4x the weights' memory. */
+/* U = G g G^T for every filter, in float32, for tiles of tile x tile (4 or 6) outputs, laid out
+ * for winograd_conv3x3: U[(tile + 2)^2][out_channels / CO_BLOCK][in_channels][CO_BLOCK]. Made on
+ * each call rather than kept: it costs about 1 % of the convolution, and keeping it would take
+ * 4x (7.1x) the weights' memory. */
 int winograd_transform_weights(const float *weights, int out_channels, int in_channels, int64_t stride_out,
-                               int64_t stride_in, int64_t stride_y, int64_t stride_x, float *transformed, int threads) {
+                               int64_t stride_in, int64_t stride_y, int64_t stride_x, float *transformed, int tile,
+                               int threads) {
     const int blocks = out_channels / CO_BLOCK;
     if (threads > blocks) threads = blocks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -396,7 +456,7 @@ int winograd_transform_weights(const float *weights, int out_channels, int in_ch
     transform_job_t jobs[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         jobs[i] = (transform_job_t){weights, stride_out, stride_in, stride_y, stride_x, in_channels, out_channels,
-                                    transformed, blocks * i / threads, blocks * (i + 1) / threads};
+                                    tile == 6 ? 6 : 4, transformed, blocks * i / threads, blocks * (i + 1) / threads};
     }
     return run_parallel(run_transform, jobs, sizeof(transform_job_t), threads);
 }
