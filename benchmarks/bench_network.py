@@ -4,12 +4,15 @@ The reference is spandrel-extra-arches' CodeFormer (what AUTOMATIC1111 1.10
 loads), installed by the ``bench`` extra. Both get the same synthetic weights
 and inputs, run in this one process, alternating, and the median of
 ``--repeats`` runs is reported as ms per face, with the ratio ours/reference
-(< 1 is faster). On the CPU, our fp32 is timed twice: with the Winograd
-convolution kernel (the default where a C compiler is found) and with
-PyTorch's convolutions only. Each of our modes is also checked against the official
-network's golden outputs (tests/data) to say whether it keeps the accuracy
-the tests demand. Peak memory is the growth of the process's peak resident
-set (CPU, Linux) or of the CUDA allocator's peak during one batch-1 pass.
+(< 1 is faster). On the CPU, our fp32 is timed with the Winograd convolution
+kernel (the default where a C compiler is found) built for this CPU, then
+built for each narrower CPU family this one can run (on an AVX-512 CPU: the
+AVX2 build, the per-family rows), and with PyTorch's convolutions only (what
+runs without a C compiler, and on ARM). Each of our modes is also checked
+against the official network's golden outputs (tests/data) to say whether it
+keeps the accuracy the tests demand. Peak memory is the growth of the
+process's peak resident set (CPU, Linux) or of the CUDA allocator's peak
+during one batch-1 pass.
 
     python benchmarks/bench_network.py [--repeats 5] [--batch-sizes 1 4]
 """
@@ -113,32 +116,50 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> float | None
     return (read_kib("VmHWM:") - before) / 1024
 
 
-def use_kernel_built_with(flags: str) -> None:
-    """Build the Winograd kernel with other compiler flags and make it this process's kernel.
-
-    To time another CPU's code path here, e.g. the AVX2 build on an AVX-512 machine.
-    """
+def kernel_built_with(flags: str) -> winograd.Kernel:
+    """The Winograd kernel built with other compiler flags: another CPU family's code path, timed on this CPU."""
     library = Path(tempfile.mkdtemp()) / "winograd.so"
     subprocess.run(winograd.compile_command(winograd.compiler_command(), shlex.split(flags), library), check=True)
-    winograd._loaded["kernel"] = winograd.Kernel(ctypes.CDLL(str(library)))
+    return winograd.Kernel(ctypes.CDLL(str(library)))
+
+
+# The x86-64 families whose builds a CPU of each family can run, widest first, with the flags that make them.
+FAMILY_BUILDS = {"AVX-512": ("-O3 -march=x86-64-v4", "AVX2"), "AVX2": ("-O3 -march=x86-64-v3", None)}
+
+
+def narrower_family_kernels() -> list[tuple[str, winograd.Kernel]]:
+    """(family, kernel) for each family narrower than this CPU's that it can run (the native build is its own)."""
+    kernels = []
+    family = FAMILY_BUILDS.get(winograd.cpu_family(), (None, None))[1]
+    while family in FAMILY_BUILDS:
+        flags, narrower = FAMILY_BUILDS[family]
+        kernels.append((family, kernel_built_with(flags)))
+        family = narrower
+    return kernels
 
 
 def bench(args: argparse.Namespace) -> None:
     if args.kernel_flags:
-        use_kernel_built_with(args.kernel_flags)
+        winograd._loaded["kernel"] = kernel_built_with(args.kernel_flags)
     device = torch.device(args.device)
     torch.manual_seed(0)
     state_dict = synthetic_state_dict(1234)
     ours = accelerate(load_codeformer(state_dict, device=device))
     reference = load_reference(state_dict, device)
-    # (name, dtype, fast convolutions on): on the CPU, fp32 runs twice, with the Winograd
-    # kernels (the default wherever they build) and with PyTorch's convolutions.
-    modes = [("fp32", torch.float32, True)]
-    if device.type == "cpu" and winograd.available():
-        modes = [("fp32 Winograd", torch.float32, True), ("fp32 PyTorch conv", torch.float32, False)]
+    # (name, dtype, fast convolutions on, kernel): on the CPU, fp32 runs with the Winograd kernel
+    # (the default wherever it builds), built for this CPU's family and for each narrower family
+    # it can run (the per-family rows), and with PyTorch's convolutions only (no C compiler, ARM).
+    native = winograd.kernel() if device.type == "cpu" and winograd.available() else None
+    modes = [("fp32", torch.float32, True, native)]
+    if native is not None:
+        modes = [(f"fp32 Winograd, native build ({winograd.cpu_family()})", torch.float32, True, native)]
+        if not args.kernel_flags:
+            narrower = narrower_family_kernels()
+            modes += [(f"fp32 Winograd, {family} build", torch.float32, True, built) for family, built in narrower]
+        modes.append(("fp32 PyTorch conv (no compiler)", torch.float32, False, native))
     if args.low_precision or device.type == "cuda":
         low = [("bf16", torch.bfloat16)] if device.type == "cpu" else [("fp16", torch.float16), ("bf16", torch.bfloat16)]
-        modes += [(name, dtype, True) for name, dtype in low]
+        modes += [(name, dtype, True, native) for name, dtype in low]
 
     machine = f"{platform.processor() or platform.machine()} ({winograd.cpu_family()})"
     print(f"machine: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -148,7 +169,8 @@ def bench(args: argparse.Namespace) -> None:
         print(f"device: {torch.cuda.get_device_name(device)}")
     print("\n| mode | batch | ours ms/face | reference ms/face | ours/reference | meets golden tolerances |")
     print("|---|---|---|---|---|---|")
-    for name, dtype, fast in modes:
+    for name, dtype, fast, kernel in modes:
+        winograd._loaded["kernel"] = kernel
         accelerate(ours, winograd_kernel=fast)
         accuracy = meets_golden(ours, device, dtype)
         for batch in args.batch_sizes:
@@ -182,7 +204,8 @@ def bench(args: argparse.Namespace) -> None:
 
     x = golden_input().to(device)
     with torch.inference_mode():
-        for name, _, fast in modes[: 2 if device.type == "cpu" else 1]:
+        for name, _, fast, kernel in [mode for mode in modes if mode[1] == torch.float32 and mode[3] is native]:
+            winograd._loaded["kernel"] = kernel
             accelerate(ours, winograd_kernel=fast)
             buffers.pool.release()  # its buffers count: they are held while faces are restored
             peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .acceleration import accelerate
+from .acceleration import accelerate, buffers
 from .errors import SetupError, WeightsError
 from .faces import compositing, geometry
 from .faces.detection import DEFAULT_CONFIDENCE, DETECTION_MAX_SIDE, create_detector, detect_faces, model_file_path
@@ -251,10 +251,11 @@ class FaceRestorer:
         return self
 
     def unload(self) -> None:
-        """Drop the loaded models (they are loaded again when next needed)."""
+        """Drop the loaded models (they are loaded again when next needed) and the recycled working memory."""
         with self._lock:
             self._network, self._parser = None, None
             self._detectors.clear()
+        buffers.pool.release()
 
     # The job.
 

@@ -14,6 +14,7 @@ from PIL import Image
 from support import IdentityNetwork
 
 from lib_codeformer import FaceRestorer
+from lib_codeformer.acceleration import buffers
 from lib_codeformer.faces import detection
 from lib_codeformer.faces.geometry import face_box, invert_affine
 from lib_codeformer.faces.pixels import Pixels, is_grayscale
@@ -345,8 +346,12 @@ def test_models_load_once_and_again_after_unload(small_weights, astronaut):
     restorer = FaceRestorer(small_weights, detector="yunet", device="cpu")
     assert restorer.network is restorer.network  # loaded once, reused
     first = restorer.network
+    kept = buffers.pool.empty((1 << 18,))  # 1 MiB of working memory, freed: kept for reuse until unload
+    del kept
+    assert buffers.pool.free_bytes() > 0
     restorer.unload()
     assert restorer._network is None and restorer._detectors == {}
+    assert buffers.pool.free_bytes() == 0
     assert restorer.network is not first and restorer.restore(astronaut).restored_count == 1
 
 

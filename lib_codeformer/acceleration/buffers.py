@@ -19,6 +19,7 @@ reuses smaller ones itself.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -47,6 +48,8 @@ class BufferPool:
         self._timer: threading.Timer | None = None  # pending idle check, if any
         self._last_request = 0.0
         self._generation = 0  # bumped by release(): buffers handed out before it are not kept when they come back
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
 
     def empty(self, shape: Sequence[int]) -> Tensor:
         """An uninitialised float32 CPU tensor of ``shape`` (contiguous), from a free buffer where one fits."""
@@ -108,6 +111,11 @@ class BufferPool:
         self._timer = threading.Timer(seconds, self._release_if_idle)
         self._timer.daemon = True
         self._timer.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child only the forking thread lives: a lock another thread held, or a timer, would never move."""
+        self._lock = threading.Lock()
+        self._timer = None
 
     def _release_if_idle(self) -> None:
         with self._lock:

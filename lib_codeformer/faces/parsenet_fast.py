@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..acceleration import cpu_layout, winograd
+from ..acceleration.buffers import pool, poolable
 from ..acceleration.folding import folded_parameters
 from ..acceleration.layers import FastConv3x3
 
@@ -119,17 +120,19 @@ def accelerate_parsenet(model: nn.Module, *, use_winograd: bool = True) -> FastP
 def reflect_pad1(x: Tensor, *, upsample: bool = False) -> Tensor:
     """``F.pad(x, (1, 1, 1, 1), mode="reflect")``, of ``x`` upsampled 2x (nearest) first when ``upsample``.
 
-    Made by slicing into one channels-last buffer: faster than PyTorch's
-    reflection padding of a channels-last tensor that is a view (the cropped
-    Winograd output), and upsampling and padding in one pass. For a 2x
-    nearest upsampling, the reflected border row is a copy of the row inside.
+    Made by slicing into one channels-last buffer (recycled memory on the
+    CPU in float32): faster than PyTorch's reflection padding of a
+    channels-last tensor that is a view (the cropped Winograd output), and
+    upsampling and padding in one pass. For a 2x nearest upsampling, the
+    reflected border row is a copy of the row inside.
     """
     batch, channels, height, width = x.shape
     if height < 2 or width < 2:
         raise ValueError(f"reflection padding needs at least 2 x 2 pixels (got {height} x {width})")
     source = x.permute(0, 2, 3, 1)
     scale = 2 if upsample else 1
-    out = x.new_empty((batch, scale * height + 2, scale * width + 2, channels))
+    shape = (batch, scale * height + 2, scale * width + 2, channels)
+    out = pool.empty(shape) if poolable(x) else x.new_empty(shape)
     inside = out[:, 1:-1, 1:-1]
     if upsample:
         inside = inside.unflatten(1, (height, 2)).unflatten(3, (width, 2))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import threading
 import time
 
@@ -104,6 +106,28 @@ def test_a_buffer_freed_by_the_garbage_collector_comes_back(pool):
     assert pool.free_bytes() == 0
     gc.collect()
     assert pool.free_bytes() == MIB
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_lock_was_held_can_still_use_the_pool(pool):
+    """A worker process forked while another thread held the pool's lock would wait for it forever."""
+    with pool._lock:
+        child = os.fork()
+        if child == 0:
+            try:
+                buffer = pool.empty(SHAPE)
+                del buffer
+                os._exit(0 if pool.free_bytes() == MIB else 1)
+            finally:
+                os._exit(2)
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(child, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail("the forked child hung on the pool's lock")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
 
 
 def test_threads_never_share_a_buffer(pool):
