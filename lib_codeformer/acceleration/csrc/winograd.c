@@ -413,13 +413,16 @@ SPECIALISED void transform_weights_of(const transform_job_t *job, const int tile
     for (int kb = job->first_block; kb < job->end_block; kb++) {
         for (int c = 0; c < C; c++) {
             for (int v = 0; v < NV; v++) {
-                vec g[3][3];
+                vec g[3][3]; /* tap (y, x) of the block's VEC filters */
                 for (int y = 0; y < 3; y++)
-                    for (int x = 0; x < 3; x++)
+                    for (int x = 0; x < 3; x++) {
+                        float lanes[VEC];
                         for (int lane = 0; lane < VEC; lane++) {
                             const int64_t k = (int64_t)kb * CO_BLOCK + v * VEC + lane;
-                            g[y][x][lane] = job->weights[k * job->stride_out + c * job->stride_in + y * job->stride_y + x * job->stride_x];
+                            lanes[lane] = job->weights[k * job->stride_out + c * job->stride_in + y * job->stride_y + x * job->stride_x];
                         }
+                        g[y][x] = load(lanes);
+                    }
                 vec t[3][MAX_ALPHA]; /* t[x]: G applied to column x */
                 for (int x = 0; x < 3; x++) filter_1d(tile, g[0][x], g[1][x], g[2][x], t[x]);
                 float *out = job->transformed + ((int64_t)kb * C + c) * CO_BLOCK + v * VEC;
