@@ -153,8 +153,11 @@ def test_layers_in_a_chain_compute_the_same_on_recycled_memory():
     """Outputs written into recycled buffers: a chain of kernel convolutions equals the same chain on fresh memory."""
     require_winograd()
     torch.manual_seed(3)
-    layers = [FastConv3x3(32, 32) for _ in range(4)]
-    x = torch.randn(2, 32, 64, 64)
+    channels = winograd.kernel().out_channel_multiple  # the kernel's output block: 16 on AVX2, 64 on AVX-512
+    layers = [FastConv3x3(channels, channels) for _ in range(4)]
+    with torch.inference_mode():
+        assert all(winograd.applies(torch.zeros(2, channels, 64, 64), layer.weight) for layer in layers)
+    x = torch.randn(2, channels, 64, 64)
 
     def chain() -> torch.Tensor:
         with torch.inference_mode():

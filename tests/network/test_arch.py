@@ -36,15 +36,21 @@ def run_forms(model: torch.nn.Module, face_input: torch.Tensor) -> dict[float, t
 def golden_runs(reference_model, fast_reference_model, face_input, monkeypatch_module):
     """Outputs at each w of each form: the pure network, accelerated with the Winograd kernel, and without it.
 
-    Also counts the kernel's calls, so the Winograd form is known to have used it.
+    Also records the kernel's calls (the weight shape of each), so the Winograd form is known to have used it.
     """
     runs = {"pure": run_forms(reference_model, face_input)}
     calls = []
     original = winograd.conv3x3
-    monkeypatch_module.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def recording(x, weight, *args, **kwargs):
+        calls.append(tuple(weight.shape))
+        return original(x, weight, *args, **kwargs)
+
+    monkeypatch_module.setattr(winograd, "conv3x3", recording)
     if winograd.available():
         runs["winograd"] = run_forms(accelerate(fast_reference_model, winograd_kernel=True), face_input)
     runs["winograd calls"] = len(calls)
+    runs["winograd shapes"] = sorted(set(calls))
     runs["pytorch"] = run_forms(accelerate(reference_model, winograd_kernel=False), face_input)
     runs["pytorch calls"] = len(calls) - runs["winograd calls"]
     accelerate(fast_reference_model, winograd_kernel=True)
@@ -72,6 +78,20 @@ def test_matches_official_network(golden_runs, golden, w, form):
     difference = np.abs(image - golden[W_KEYS[w]])
     assert difference.max() <= 1e-3
     assert difference.mean() <= 1e-4
+
+
+# The widest build's output-channel block (AVX-512: 16 floats x 4) and the input-channel multiple of every build.
+WIDEST_OUT_BLOCK = 64
+
+
+def test_every_kernel_call_of_the_network_fits_every_build(golden_runs):
+    """The layers that reach the kernel take the same path on AVX2 (blocks of 16) and AVX-512 (blocks of 64):
+    no layer of the network is refused by one build and run by the other."""
+    require_winograd()
+    shapes = golden_runs["winograd shapes"]
+    assert shapes, "the accelerated network never called the Winograd kernel"
+    unfit = [shape for shape in shapes if shape[0] % WIDEST_OUT_BLOCK or shape[1] % winograd.CHANNEL_MULTIPLE]
+    assert unfit == []
 
 
 def test_codebook_lookup_is_exact(reference_model, golden):
