@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
-from lib_codeformer.acceleration import buffers, winograd  # noqa: E402
+from lib_codeformer.acceleration import buffers, kernel_build, winograd  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
+from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
 FACE = ROOT / "tests" / "data" / "input_face.png"
@@ -121,7 +122,7 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> float | None
 def kernel_built_with(flags: str) -> winograd.Kernel:
     """The Winograd kernel built with other compiler flags: another CPU family's code path, timed on this CPU."""
     library = Path(tempfile.mkdtemp()) / "winograd.so"
-    subprocess.run(winograd.compile_command(winograd.compiler_command(), shlex.split(flags), library), check=True)
+    subprocess.run(kernel_build.compile_command(kernel_build.compiler_command(), shlex.split(flags), library), check=True)
     return winograd.Kernel(ctypes.CDLL(str(library)))
 
 
@@ -132,7 +133,7 @@ FAMILY_BUILDS = {"AVX-512": ("-O3 -march=x86-64-v4", "AVX2"), "AVX2": ("-O3 -mar
 def narrower_family_kernels() -> list[tuple[str, winograd.Kernel]]:
     """(family, kernel) for each family narrower than this CPU's that it can run (the native build is its own)."""
     kernels = []
-    family = FAMILY_BUILDS.get(winograd.cpu_family(), (None, None))[1]
+    family = FAMILY_BUILDS.get(cpu_family(), (None, None))[1]
     while family in FAMILY_BUILDS:
         flags, narrower = FAMILY_BUILDS[family]
         kernels.append((family, kernel_built_with(flags)))
@@ -142,7 +143,7 @@ def narrower_family_kernels() -> list[tuple[str, winograd.Kernel]]:
 
 def bench(args: argparse.Namespace) -> None:
     if args.kernel_flags:
-        winograd._loaded["kernel"] = kernel_built_with(args.kernel_flags)
+        kernel_build._loaded["kernel"] = kernel_built_with(args.kernel_flags)
     device = torch.device(args.device)
     torch.manual_seed(0)
     state_dict = synthetic_state_dict(1234)
@@ -154,7 +155,7 @@ def bench(args: argparse.Namespace) -> None:
     native = winograd.kernel() if device.type == "cpu" and winograd.available() else None
     modes = [("fp32", torch.float32, True, native)]
     if native is not None:
-        modes = [(f"fp32 Winograd, native build ({winograd.cpu_family()})", torch.float32, True, native)]
+        modes = [(f"fp32 Winograd, native build ({cpu_family()})", torch.float32, True, native)]
         if not args.kernel_flags:
             narrower = narrower_family_kernels()
             modes += [(f"fp32 Winograd, {family} build", torch.float32, True, built) for family, built in narrower]
@@ -163,7 +164,7 @@ def bench(args: argparse.Namespace) -> None:
         low = [("bf16", torch.bfloat16)] if device.type == "cpu" else [("fp16", torch.float16), ("bf16", torch.bfloat16)]
         modes += [(name, dtype, True, native) for name, dtype in low]
 
-    machine = f"{platform.processor() or platform.machine()} ({winograd.cpu_family()})"
+    machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
     print(f"machine: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if device.type == "cpu" and winograd.available():
         print(f"Winograd kernel: {winograd.kernel().vector_floats}-float vectors")
@@ -175,7 +176,7 @@ def bench(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, dtype, fast, kernel in modes:
-        winograd._loaded["kernel"] = kernel
+        kernel_build._loaded["kernel"] = kernel
         accelerate(ours, winograd_kernel=fast)
         accuracy = meets_golden(ours, device, dtype)
         for batch in args.batch_sizes:
@@ -215,7 +216,7 @@ def bench(args: argparse.Namespace) -> None:
     x = golden_input().to(device)
     with torch.inference_mode():
         for name, _, fast, kernel in [mode for mode in modes if mode[1] == torch.float32 and mode[3] is native]:
-            winograd._loaded["kernel"] = kernel
+            kernel_build._loaded["kernel"] = kernel
             accelerate(ours, winograd_kernel=fast)
             buffers.pool.release()  # its buffers count: they are held while faces are restored
             peak = peak_memory(lambda: ours(x, w=FIDELITY, adain=True), device)

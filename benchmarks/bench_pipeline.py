@@ -47,6 +47,7 @@ from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import winograd  # noqa: E402
 from lib_codeformer.faces.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
 from lib_codeformer.network.synthetic import random_weights_like, synthetic_state_dict  # noqa: E402
+from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
 FIDELITY = 0.5
 YUNET_THRESHOLD = DEFAULT_CONFIDENCE["yunet"]
@@ -163,7 +164,7 @@ def main() -> None:
         retinaface = ours.detector("retinaface_resnet50")
         assert retinaface.name == "retinaface_resnet50", "ours must time the same detector"
         kernel = f"Winograd kernel {winograd.kernel().vector_floats}-float" if winograd.available() else "no Winograd kernel"
-        machine = f"{platform.processor() or platform.machine()} ({winograd.cpu_family()})"
+        machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
         print(f"CPU: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, {kernel}")
         header = "| image | row | ours s | AUTOMATIC1111 s | ours/A1111 | ours: detect / network / paste s | A1111: the same |"
         print(f"\n{header}")

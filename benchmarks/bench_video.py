@@ -2,7 +2,7 @@
 
 Three parts (all by default; pick with --flicker, --smoothing, --speed):
 
-- ``--flicker``: the steadiness clip (``lib_codeformer.video.steadiness``:
+- ``--flicker``: the steadiness clip (``lib_codeformer.testing.steadiness``:
   the astronaut moved along a slow path with sub-pixel shake, sensor noise,
   a cut, a second face entering) restored by the full network on synthetic
   weights (``synthetic_state_dict(1234)``): flicker inside the faces and
@@ -44,11 +44,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.faces.detection import DEFAULT_CONFIDENCE, YuNetDetector, detect_faces  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
-from lib_codeformer.video import steadiness  # noqa: E402
-from lib_codeformer.video.cli import steadiness as cli_tracking  # noqa: E402
+from lib_codeformer.options import DEFAULT_DETECT_EVERY  # noqa: E402
+from lib_codeformer.testing import steadiness  # noqa: E402
+from lib_codeformer.testing.steadiness import SteadyClip  # noqa: E402
+from lib_codeformer.video import restore_video  # noqa: E402
 from lib_codeformer.video.smoothing import SmoothingParameters  # noqa: E402
-from lib_codeformer.video.steadiness import SteadyClip  # noqa: E402
-from lib_codeformer.video.tracking import DEFAULT_DETECT_EVERY, TrackingParameters  # noqa: E402
+from lib_codeformer.video.tracking import TrackingParameters, tracking_parameters  # noqa: E402
 
 
 def machine() -> str:
@@ -91,10 +92,10 @@ def flicker_table(clip_frames: int, restorer: FaceRestorer) -> None:
 def smoothing_table(identity: FaceRestorer) -> None:
     clip = SteadyClip(astronaut(), width=320, height=240, frames=48)
     print(f"\n## Landmark filter ({clip.frames} frames, tracking only, YuNet; {machine()})\n")
-    detected, _ = steadiness.track_only(identity, clip, cli_tracking(1, steady=False))
+    detected, _ = steadiness.track_only(identity, clip, tracking_parameters(1, steady=False))
     reference = steadiness.reference_landmarks(clip, detected)
     settings = {
-        "none (each frame's detection)": cli_tracking(1, steady=False),
+        "none (each frame's detection)": tracking_parameters(1, steady=False),
         "moving average without motion (gain 0.3)": TrackingParameters(
             follow_motion=False, smoothing=SmoothingParameters(gain=0.3, gain_without_motion=0.3)
         ),
@@ -162,7 +163,7 @@ def speed_table(restorer: FaceRestorer, state_dict: dict, seconds: float, refere
     import av
     from bench_pipeline import Automatic1111Path
 
-    from lib_codeformer.video.io import EncodingOptions
+    from lib_codeformer.video.encoding import EncodingOptions
 
     frame_count = round(25 * seconds)
     clip = SteadyClip(astronaut(), width=1280, height=720, frames=frame_count, scale=2.0, second_shot=False)
@@ -184,7 +185,7 @@ def speed_table(restorer: FaceRestorer, state_dict: dict, seconds: float, refere
             first, last = number * frame_count // rounds, (number + 1) * frame_count // rounds
             started = time.perf_counter()
             part = EncodingOptions(frames=(first, last))
-            result = restorer.restore_video(source, Path(folder) / f"ours{number}.mp4", encoding=part)
+            result = restore_video(restorer, source, Path(folder) / f"ours{number}.mp4", encoding=part)
             ours = (time.perf_counter() - started) / result.frames
             ours_total, ours_frames = ours_total + ours * result.frames, ours_frames + result.frames
             spent = []

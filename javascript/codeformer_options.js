@@ -7,9 +7,7 @@ const codeformerExtHelp = {
     "faces": "all: every face found; largest: only the biggest; center: only the one nearest the image centre.",
     "max_faces": "Restore at most this many faces, the largest first (0: no limit).",
     "min_face_size": "Ignore faces whose box is smaller than this, in pixels (tiny background faces).",
-    "max_face_size": "Ignore faces whose box is larger than this, in pixels (0: no limit).",
     "blend": "Per-face strength: 1 pastes the restored face, 0.5 mixes it half and half with the original face.",
     "mask": "box: a soft-edged square around the face (fast, no download). parsing: only the face's parts, found by ParseNet (keeps hair and background untouched; 85 MB download).",
-    "color_correction": "Give the restored face the original face's colours (CodeFormer can shift skin tones).",
-    "keep_grayscale": "A black-and-white image (also one stored as RGB with equal channels) stays black and white."
+    "color_correction": "Give the restored face the original face's colours (CodeFormer can shift skin tones)."
 };

@@ -329,27 +329,6 @@ class FaceRestorer:
             for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
         ]
 
-    def restore_video(
-        self,
-        source: str | os.PathLike | Any,
-        destination: str | os.PathLike | Any,
-        *,
-        progress: Progress | None = None,
-        should_stop: ShouldStop | None = None,
-        **options: Any,
-    ) -> Any:
-        """Restore every face of a video file (paths or binary file objects); needs PyAV (the ``video`` extra).
-
-        Takes ``restore``'s options, plus ``encoding`` (``video.io.EncodingOptions``)
-        and ``tracking`` (``video.tracking.TrackingParameters``). Frames are
-        decoded, restored and encoded as a stream; ``progress(done, total)``
-        is called per frame written, ``should_stop()`` asked between batches.
-        Returns a ``video.VideoResult``. See ``lib_codeformer.video``.
-        """
-        from .video.pipeline import restore_video
-
-        return restore_video(self, source, destination, progress=progress, should_stop=should_stop, **options)
-
     def _canvas(self, image: np.ndarray | Image.Image, settings: RestoreOptions) -> _Canvas:
         pixels = to_pixels(image)
         gray = settings.keep_grayscale and is_grayscale(pixels.array)

@@ -34,8 +34,7 @@ BUILTIN_NAME = "CodeFormer"
 SECTION = ("codeformer", "CodeFormer")  # two parts: SD.Next reads a third one differently (category first)
 # AUTOMATIC1111 and Forge file settings sections under categories; Face restoration is in "postprocessing".
 CATEGORY = "postprocessing"
-TAKEOVER = "codeformer_takeover"
-SETTING = codeformer_webui.settings_keys()
+TAKEOVER = codeformer_options.BY_KEY["takeover"]
 
 
 def _opt(key: str, default=None):
@@ -49,12 +48,9 @@ def _cmd(name: str, default=None):
 
 
 def _settings() -> dict:
-    values = {spec.key: _opt(SETTING[spec.key], spec.default) for spec in codeformer_options.OPTIONS}
-    values["device"] = _opt("codeformer_device", "auto")
-    values["weights_path"] = _opt("codeformer_weights_path", "")
-    values["unload"] = bool(_opt("codeformer_unload", False) or _opt("face_restoration_unload", False))
-    values["max_pixels"] = _opt("codeformer_max_pixels", codeformer_options.DEFAULT_MAX_PIXELS)
-    values["fast_conv"] = bool(_opt("codeformer_fast_conv", True))
+    """Every setting of ours by option key; the host's own "unload" setting counts too."""
+    values = {option.key: _opt(option.setting_key, option.control_default) for option in codeformer_webui.SETTING_OPTIONS}
+    values["unload"] = bool(values["unload"] or _opt("face_restoration_unload", False))
     return values
 
 
@@ -120,7 +116,7 @@ runtime = codeformer_webui.shared_runtime(
 
 
 def _takeover() -> bool:
-    return bool(_opt(TAKEOVER, True))
+    return bool(_opt(TAKEOVER.setting_key, TAKEOVER.default))
 
 
 _FaceRestorationBase = face_restoration.FaceRestoration if face_restoration is not None else object
@@ -271,51 +267,18 @@ def _input_accordion():
 
 
 def on_ui_settings() -> None:
+    """Every option shown in the settings, labelled so that searching Settings for "CodeFormer" finds each."""
     takes_category = "category_id" in inspect.signature(shared.OptionInfo).parameters
-
-    def add(key, default, label, component=None, component_args=None, **extra):
-        if takes_category:
-            extra["category_id"] = CATEGORY
-        info = shared.OptionInfo(default, label, component, component_args, section=SECTION, **extra)
-        shared.opts.add_option(key, info)
-
-    add(
-        TAKEOVER,
-        True,
-        'Use this extension for the built-in "CodeFormer" (Restore faces, Extras, API, other extensions); '
-        f'off: listed as "{EXTENSION_NAME}" and the built-in is untouched',
-        gr.Checkbox,
-        onchange=register_face_restorer,
-    )
-    for spec in codeformer_options.OPTIONS:
-        default = 0 if spec.nullable else spec.default
-        label = f"Restore faces default: {spec.label}"
-        if spec.key == "fidelity":
-            label += " (where the WebUI has its own 'CodeFormer weight' setting, that one is used)"
-        component, args = codeformer_ui.component_of(gr, spec)
-        add(SETTING[spec.key], default, label, component, args or None)
-    add(
-        "codeformer_device",
-        "auto",
-        "Device for CodeFormer (auto: the WebUI's choice, --use-cpu honoured)",
-        gr.Dropdown,
-        {"choices": list(codeformer_webui.DEVICE_CHOICES)},
-    )
-    add("codeformer_unload", False, "Move the CodeFormer model to the CPU after use (frees VRAM, slower next time)")
-    add(
-        "codeformer_fast_conv",
-        True,
-        "Fast CPU convolutions (Winograd kernel, built with the system's C compiler on first use; "
-        "without a compiler PyTorch's are used)",
-    )
-    add("codeformer_weights_path", "", "CodeFormer weights file (empty: models/Codeformer, else downloaded)")
-    add(
-        "codeformer_max_pixels",
-        codeformer_options.DEFAULT_MAX_PIXELS,
-        "Largest image CodeFormer takes, in pixels (API, Extras, Restore faces)",
-        gr.Number,
-        {"precision": 0},
-    )
+    for option in codeformer_webui.SETTING_OPTIONS:
+        extra = {"category_id": CATEGORY} if takes_category else {}
+        if option is TAKEOVER:
+            extra["onchange"] = register_face_restorer
+        component, arguments = codeformer_ui.component_of(gr, option)
+        label = codeformer_webui.setting_label(option)
+        info = shared.OptionInfo(option.control_default, label, component, arguments or None, section=SECTION, **extra)
+        if hasattr(info, "info"):  # AUTOMATIC1111 and Forge show it under the setting
+            info = info.info(option.help)
+        shared.opts.add_option(option.setting_key, info)
 
 
 def _api_enabled() -> bool:
@@ -324,7 +287,11 @@ def _api_enabled() -> bool:
 
 
 def _max_pixels() -> int:
-    return int(_settings()["max_pixels"] or codeformer_options.DEFAULT_MAX_PIXELS)
+    """The limit the request body is held to; a broken setting is reported when the image is restored."""
+    try:
+        return int(runtime.settings()["max_pixels"])
+    except ValueError:
+        return codeformer_options.DEFAULT_MAX_PIXELS
 
 
 def on_app_started(demo, app) -> None:

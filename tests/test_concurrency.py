@@ -22,7 +22,7 @@ def runtime(small_weights_file, monkeypatch):
 
     monkeypatch.setattr(pipeline, "load_codeformer", counting_load)
     services = codeformer_webui.HostServices(
-        settings=lambda: {"weights_path": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
+        settings=lambda: {"weights": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
     )
     runtime = codeformer_webui.ExtensionRuntime(services)
     runtime.loads = loads

@@ -11,20 +11,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib_codeformer"
 
 # Lower layers never import higher ones; a layer may import its own modules.
 LAYERS = (
-    ("errors", "options", "compat", "exports", "storage"),
+    ("errors", "options", "compat", "exports", "version", "storage"),
     ("network",),
     ("acceleration",),
     ("faces",),
-    ("video",),  # drives a restorer handed to it; its imports of restorer are for type checking only
     ("restorer",),
-    ("batch", "distributed"),
-    ("frontends",),
+    ("video", "batch", "distributed"),  # clients of the restorer
+    ("frontends", "testing"),
 )
 # Imported at WebUI start-up or by the command line's parser: must not pull in torch (seconds) or the network.
 LIGHT = (
     "errors",
     "options",
     "exports",
+    "version",
+    "frontends.cli.config",
     "storage.images",
     "storage.atomic",
     "storage.model_files",
@@ -41,11 +42,15 @@ MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every lib_codeformer module ``path`` imports, at the top or inside functions (lazy imports count too)."""
-    name = module_name(path)
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    """Every lib_codeformer module ``path`` imports: at the top, inside functions, for type checking (all count)."""
+    return imports_in(path.read_text(), module_name(path), is_package=path.name == "__init__.py")
+
+
+def imports_in(source: str, name: str, *, is_package: bool = False) -> set[str]:
+    """The lib_codeformer modules that module ``name``'s ``source`` imports, wherever in it."""
+    package = name.split(".") if is_package else name.split(".")[:-1]
     found = set()
-    for node in _run_time_nodes(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
@@ -61,16 +66,6 @@ def imports_of(path: Path) -> set[str]:
             ours = [alias.name for alias in node.names if alias.name.startswith("lib_codeformer.")]
             found.update(name.removeprefix("lib_codeformer.") for name in ours)
     return {target for target in found if target in MODULES and target not in (name, "")}
-
-
-def _run_time_nodes(tree: ast.AST):
-    """Every node except those under ``if TYPE_CHECKING:`` (imports there never run)."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            yield from (inner for child in node.orelse for inner in [child, *_run_time_nodes(child)])
-            continue
-        yield node
-        yield from _run_time_nodes(node)
 
 
 def third_party_imports(path: Path) -> set[str]:
@@ -95,6 +90,20 @@ GRAPH = {
     for path in PACKAGE.rglob("*.py")
     if module_name(path) not in ("", "__main__")  # the package's lazy exports and ``python -m`` sit above everything
 }
+
+
+def test_imports_inside_functions_and_for_type_checking_count():
+    """A lazy import (inside a function) or a type-checking one is an import all the same."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ..video import pipeline\n"
+        "def later():\n    from .batch import admit\n    import lib_codeformer.frontends.cli\n"
+    )
+    assert imports_in(source, "restorer") == {"video.pipeline", "batch", "frontends.cli"}
+
+
+def test_the_restorer_imports_nothing_of_video():
+    assert not any(target.startswith("video") for target in GRAPH["restorer"])
 
 
 def test_every_module_has_a_layer():
@@ -124,5 +133,7 @@ def test_no_import_circle():
 @pytest.mark.parametrize("module", LIGHT)
 def test_leaves_import_neither_torch_nor_the_network(module):
     path = PACKAGE / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = PACKAGE / module.replace(".", "/") / "__init__.py"
     assert not {"torch", "torchvision"} & third_party_imports(path)
     assert not any(target.startswith(("network", "acceleration", "faces", "restorer")) for target in GRAPH[module])

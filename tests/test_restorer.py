@@ -234,7 +234,7 @@ def test_aligned_mode_skips_detection(small_model, astronaut):
 
 
 def test_invalid_options_are_rejected_with_the_reason(small_restorer, astronaut):
-    with pytest.raises(ValueError, match=r"fidelity must be in \[0, 1\].*faces must be one of"):
+    with pytest.raises(ValueError, match=r"fidelity must be a number in \[0, 1\].*faces must be one of"):
         small_restorer.restore(astronaut, fidelity=2, faces="leftmost")
     with pytest.raises(ValueError, match="unknown option 'not_an_option'"):
         small_restorer.restore(astronaut, not_an_option=1)
@@ -476,7 +476,7 @@ def test_visibility_blends_only_where_faces_changed(small_weights_file, astronau
     from lib_codeformer.frontends.webui import runtime as codeformer_webui
 
     services = codeformer_webui.HostServices(
-        settings=lambda: {"weights_path": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
+        settings=lambda: {"weights": str(small_weights_file), "detector": "yunet"}, device=lambda: "cpu"
     )
     runtime = codeformer_webui.ExtensionRuntime(services)
     large = np.zeros((3000, 3000, 3), np.uint8)

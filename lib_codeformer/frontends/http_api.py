@@ -1,10 +1,12 @@
 """The extension's HTTP API: ``POST /codeformer/v1/restore`` and ``GET /codeformer/v1/options``.
 
 Works with pydantic 1 (AUTOMATIC1111's fastapi 0.94) and pydantic 2 (Forge,
-SD.Next). Bad input is a 4xx with a message that says what to fix: 422 for
-invalid options (FastAPI's validation), 400 for bad base64 or bytes that are
-not an image, 413 for an image over the pixel limit. The restoration itself
-runs under the WebUI's queue lock, like the WebUI's own API calls.
+SD.Next). The request's fields and their rules are the HTTP options of
+``options.OPTIONS``. Bad input is a 4xx with a message that says what to
+fix: 422 for invalid options (each named, in the words of every front end),
+400 for bad base64 or bytes that are not an image, 413 for an image over the
+pixel limit. The restoration itself runs under the WebUI's queue lock, like
+the WebUI's own API calls.
 """
 
 from __future__ import annotations
@@ -29,57 +31,51 @@ from .. import options as option_specs
 from ..storage import images
 
 DEFAULT_MAX_PIXELS = option_specs.DEFAULT_MAX_PIXELS
+FIELDS = option_specs.shown_in(option_specs.HTTP)
 
 
-class RestoreRequest(BaseModel):
-    """Every option of the Extras step; omitted fields take the defaults listed by GET /codeformer/v1/options.
+def _field_annotation(option: option_specs.Option) -> Any:
+    annotation: Any = Literal[option.choices] if option.choices and not option.open_choices else option.type
+    return Optional[annotation] if option.none_means is not None else annotation  # noqa: UP045 - pydantic 1 needs Optional
 
-    Defaults and choices come from ``options.OPTIONS``; the ranges are the
-    pipeline's (wider than the WebUI's sliders and number boxes). As in the
-    WebUI's controls, 0 means "the detector's default" for ``confidence`` and
-    "no limit" for ``max_faces`` and ``max_face_size`` (null too).
-    """
 
-    image: str = Field(..., description="the image, base64 (a data: URL prefix is accepted)")
-    fidelity: float = Field(option_specs.default("fidelity"), ge=0.0, le=1.0)
-    visibility: float = Field(option_specs.default("visibility"), ge=0.0, le=1.0)
-    detector: Literal[option_specs.DETECTORS] = option_specs.default("detector")
-    confidence: Optional[float] = Field(option_specs.default("confidence"), ge=0.0, le=1.0)  # noqa: UP045 - pydantic 1 needs Optional
-    faces: Literal[option_specs.FACE_SELECTIONS] = option_specs.default("faces")
-    max_faces: Optional[int] = Field(option_specs.default("max_faces"), ge=0, le=1000)  # noqa: UP045
-    min_face_size: int = Field(option_specs.default("min_face_size"), ge=0)
-    max_face_size: Optional[int] = Field(option_specs.default("max_face_size"), ge=0)  # noqa: UP045
-    blend: float = Field(option_specs.default("blend"), ge=0.0, le=1.0)
-    mask: Literal[option_specs.MASKS] = option_specs.default("mask")
-    color_correction: bool = option_specs.default("color_correction")
-    keep_grayscale: bool = option_specs.default("keep_grayscale")
-
-    # A misspelt option is an error, not silently ignored.
+def _request_model() -> type[BaseModel]:
+    """The request body's model, from ``options.OPTIONS``: it documents the route (OpenAPI); the options' own
+    rules validate it (``parse_request``), so that the API takes exactly what the other front ends take."""
+    fields: dict[str, Any] = {"image": (str, Field(..., description="the image, base64 (a data: URL prefix is accepted)"))}
+    for option in FIELDS:
+        description = f"{option.requirement()}. {option.help}"
+        fields[option.key] = (_field_annotation(option), Field(option.default, description=description))
     if pydantic.VERSION.startswith("1."):
 
         class Config:
             extra = "forbid"
 
-    else:
-        model_config = pydantic.ConfigDict(extra="forbid")
+        return pydantic.create_model("RestoreRequest", __config__=Config, **fields)
+    return pydantic.create_model("RestoreRequest", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 
-def _fields(request: RestoreRequest) -> dict[str, Any]:
-    dump = getattr(request, "model_dump", None) or request.dict
-    return dump()
+RestoreRequest = _request_model()
+
+
+def request_schema() -> dict[str, Any]:
+    """The request body's JSON schema, for the route's OpenAPI description."""
+    schema = getattr(RestoreRequest, "model_json_schema", None) or RestoreRequest.schema
+    return schema()
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def parse_request(raw: bytes) -> RestoreRequest:
-    """The request body, validated; HTTPException 400 (not JSON) or 422 (invalid fields, each named).
+def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """The request body's image and its options, each checked by its option's rule; HTTPException 400 (not JSON)
+    or 422 (every invalid field named, in the words every front end uses).
 
     Parsed here rather than by FastAPI: FastAPI echoes invalid input in its
-    422 response and fails (500) when that input is NaN or Infinity.
-    Combinations of options (min_face_size above max_face_size) are checked
-    as the pipeline checks them, so they are a 422 too, not a failed restore.
+    422 response and fails (500) when that input is NaN or Infinity; and
+    pydantic's own coercion (text to numbers, numbers to text) would accept
+    values the Python API and the command line refuse.
     """
     try:
         payload = json.loads(raw, parse_constant=_reject_constant)
@@ -89,17 +85,20 @@ def parse_request(raw: bytes) -> RestoreRequest:
         raise HTTPException(status_code=400, detail="body is nested too deeply to be a request") from None
     if not isinstance(payload, dict):
         raise HTTPException(status_code=422, detail="body must be a JSON object with at least an 'image' field")
+    image = payload.pop("image", None)
+    problems = []
+    if not isinstance(image, str):
+        got = "it is missing" if image is None else f"got {type(image).__name__}"
+        problems.append({"loc": ["image"], "msg": f"image must be the image file as base64 text ({got})"})
     try:
-        request = RestoreRequest(**payload)
-    except pydantic.ValidationError as error:
-        problems = [{"loc": list(problem["loc"]), "msg": problem["msg"]} for problem in error.errors()]
-        raise HTTPException(status_code=422, detail=problems) from None
-    try:
-        values = option_specs.normalise({k: v for k, v in _fields(request).items() if k != "image"})
-        option_specs.RestoreOptions.checked(**option_specs.restore_kwargs(values))
-    except ValueError as error:
-        raise HTTPException(status_code=422, detail=str(error)) from None
-    return request
+        values = option_specs.check_values(payload, allowed=[option.key for option in FIELDS])
+    except option_specs.OptionError as error:
+        problems += [{"loc": [key], "msg": message} for key, message in error.problems]
+    if problems:
+        raise HTTPException(status_code=422, detail=problems)
+    # Omitted fields take the defaults GET /codeformer/v1/options lists; those without one (None: "no limit",
+    # "the detector's default") are left to the host's settings.
+    return image, {**{option.key: option.default for option in FIELDS if option.default is not None}, **values}
 
 
 def max_body_bytes(max_pixels: int) -> int:
@@ -202,17 +201,15 @@ def add_routes(
     decoding = threading.BoundedSemaphore(concurrent_decodes)
 
     def options() -> dict[str, Any]:
-        return {"options": [spec.schema() for spec in option_specs.OPTIONS]}
+        return {"options": [option_schema(option) for option in FIELDS]}
 
     async def restore_route(request: Request) -> dict[str, Any]:
         limit = int(max_pixels())
-        body = parse_request(await read_body(request, max_body_bytes(limit)))
-        return await run_in_threadpool(restore_request, body, limit)
+        data, values = parse_request(await read_body(request, max_body_bytes(limit)))
+        return await run_in_threadpool(restore_request, [data], values, limit)
 
-    def restore_request(body: RestoreRequest, limit: int) -> dict[str, Any]:
-        values = _fields(body)
-        data = values.pop("image")
-        del body  # the base64 text is the largest thing held; only ``data`` keeps it until decoded
+    def restore_request(holder: list[str], values: dict[str, Any], limit: int) -> dict[str, Any]:
+        data = holder.pop()  # the base64 text is the largest thing held: only ``data`` keeps it, until decoded
         with decoding:
             image, notes = decode_image(data, limit)
             del data
@@ -231,7 +228,38 @@ def add_routes(
             }
 
     app.add_api_route("/codeformer/v1/options", options, methods=["GET"], dependencies=dependencies)
-    app.add_api_route("/codeformer/v1/restore", restore_route, methods=["POST"], dependencies=dependencies)
+    body = {"content": {"application/json": {"schema": request_schema()}}, "required": True}
+    app.add_api_route(
+        "/codeformer/v1/restore",
+        restore_route,
+        methods=["POST"],
+        dependencies=dependencies,
+        openapi_extra={"requestBody": body},
+    )
+
+
+def option_schema(option: option_specs.Option) -> dict[str, Any]:
+    """One option as GET /codeformer/v1/options lists it."""
+    entry: dict[str, Any] = {
+        "key": option.key,
+        "label": option.label,
+        "default": option.default,
+        "kind": option.widget,
+        "help": option.help,
+        "values": option.requirement(),
+    }
+    if option.minimum is not None:
+        entry["minimum"] = option.minimum
+    if option.maximum is not None:
+        entry["maximum"] = option.maximum
+    if option.choices:
+        entry["choices"] = list(option.choices)
+    if option.none_means is not None:
+        entry["nullable"] = True
+        entry["null_means"] = option.none_means
+    if option.zero_is_none:
+        entry["zero_means_null"] = True
+    return entry
 
 
 def _face_json(face) -> dict[str, Any]:

@@ -1,18 +1,19 @@
 """Video restoration: every face of a clip, followed from frame to frame and held steady, sound kept.
 
-Sits below ``restorer`` in the layering: it drives the ``FaceRestorer`` it is
-handed, through its public API (its imports of ``restorer`` are for type
-checking only), and ``FaceRestorer.restore_video`` calls into it. PyAV (``av``, the ``[video]`` extra) is
-imported only by ``io``, so the pure parts (``smoothing``, ``motion``,
-``tracking``, ``steadiness``, ``pipeline``) work without it.
+A client of the restorer, as batches and clusters are: it drives the
+``FaceRestorer`` it is handed through its public API
+(``restore_video(restorer, source, destination, ...)``), and the restorer
+knows nothing of video. PyAV (``av``, the ``[video]`` extra) is imported
+only when a file is decoded or encoded, so the pure parts work without it.
 
 - ``smoothing``: how a face's five landmarks are filtered over time (pure numpy);
 - ``motion``: how far a face moved between two frames (optical flow), and scene cuts;
 - ``tracking``: one track per face, detections matched to tracks;
 - ``pipeline``: frames in, restored frames out, stages overlapping in threads;
-- ``io``: decoding, encoding, audio and metadata with PyAV;
-- ``steadiness``: the test clip with known motion, and the flicker and lag metrics;
-- ``cli``: what the command line's ``restore`` needs for video inputs.
+- ``containers``: which files are videos, and the muxer, encoder and pixel format for each;
+- ``decoding``, ``encoding``: frames and sound out of a file and into one, with PyAV;
+- ``transcode``: one file in, its restored copy out, written atomically;
+- ``frames``, ``errors``: the frame on its way through, and what goes wrong with a file.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from ..exports import lazy_exports
 
 _EXPORTS = {
     "restore_video": "pipeline",
+    "restore_array_frames": "pipeline",
     "VideoResult": "pipeline",
-    "VideoFileError": "io",
-    "VIDEO_SUFFIXES": "cli",
-    "is_video_file": "cli",
+    "VideoInterrupted": "pipeline",
+    "EncodingOptions": "encoding",
+    "VideoFileError": "errors",
+    "VIDEO_SUFFIXES": "containers",
+    "is_video_file": "containers",
+    "tracking_parameters": "tracking",
+    "TrackingParameters": "tracking",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,19 +25,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
 from ..faces.detection import DEFAULT_CONFIDENCE, detect_faces
 from ..options import RestoreOptions
+from ..restorer import FaceRestorer
 from . import motion
+from .encoding import EncodingOptions
 from .frames import ClipFrame
 from .smoothing import TemporalFaceFilter
 from .tracking import FaceTracker, TrackingParameters
-
-if TYPE_CHECKING:
-    from ..restorer import FaceRestorer
 
 Item = TypeVar("Item")
 Progress = Callable[[int, int], None]
@@ -209,11 +208,16 @@ def restore_frames(
 
 
 def restore_array_frames(
-    restorer: FaceRestorer, frames: Iterable[np.ndarray], *, tracking: TrackingParameters | None = None, **options: Any
+    restorer: FaceRestorer,
+    frames: Iterable[np.ndarray],
+    *,
+    tracking: TrackingParameters | None = None,
+    should_stop: ShouldStop | None = None,
+    **options: Any,
 ) -> Iterator[ClipFrame]:
-    """``restore_frames`` for plain RGB arrays (tests and measurements; no decoder needed)."""
+    """``restore_frames`` for frames held in memory as RGB arrays (a ComfyUI IMAGE batch; no decoder needed)."""
     numbered = (ClipFrame(index, image) for index, image in enumerate(frames))
-    yield from restore_frames(restorer, numbered, tracking=tracking, **options)
+    yield from restore_frames(restorer, numbered, tracking=tracking, should_stop=should_stop, **options)
 
 
 def restore_video(
@@ -224,16 +228,24 @@ def restore_video(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     tracking: TrackingParameters | None = None,
-    encoding: Any = None,
+    encoding: EncodingOptions | None = None,
     **options: Any,
 ) -> VideoResult:
-    """Restore every face of a video file, frame by frame but steadily; see ``FaceRestorer.restore_video``."""
-    from . import io
+    """Restore every face of a video file (paths or binary file objects) with ``restorer``, steadily; needs PyAV.
+
+    Takes ``FaceRestorer.restore``'s options, plus ``encoding`` (how the
+    output is written) and ``tracking`` (how faces are followed; see
+    ``tracking.tracking_parameters`` for the two options every front end
+    shows). Frames are decoded, restored and encoded as a stream;
+    ``progress(done, total)`` is called per frame written, ``should_stop()``
+    asked between batches (``VideoInterrupted``: nothing is written).
+    """
+    from .transcode import transcode
 
     settings = RestoreOptions.checked(**options)
     if settings.aligned:
         raise ValueError("aligned inputs are single faces, not video frames: leave out aligned=True for videos")
-    encoding = encoding or io.EncodingOptions()
+    encoding = encoding or EncodingOptions()
     started = time.perf_counter()
     result = VideoResult()
     track_ids: set[int] = set()
@@ -247,7 +259,7 @@ def restore_video(
                 track_ids.update(face.track_id for face in item.faces)
             yield item
 
-    transcoded = io.transcode(source, destination, restored, encoding, progress=progress)
+    transcoded = transcode(source, destination, restored, encoding, progress=progress)
     result.frames = transcoded.frames
     result.notes = transcoded.notes
     result.destination = transcoded.destination

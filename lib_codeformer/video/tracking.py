@@ -20,12 +20,17 @@ from typing import Protocol
 import numpy as np
 
 from ..faces.selection import face_from_landmarks
+from ..options import DEFAULT_DETECT_EVERY
 from . import motion
-from .smoothing import SmoothingParameters, TemporalParameters, apply_motion, face_scale, fuse, mean_gap
+from .smoothing import UNSMOOTHED, SmoothingParameters, TemporalParameters, apply_motion, face_scale, fuse, mean_gap
 
-# Detect on every 3rd frame by default: the lowest landmark error of the settings measured, a third of the
-# detector's time (README, Video: ``benchmarks/bench_video.py --smoothing``).
-DEFAULT_DETECT_EVERY = 3
+
+def tracking_parameters(detect_every: int = DEFAULT_DETECT_EVERY, *, steady: bool = True) -> TrackingParameters:
+    """Tracking from the two video options every front end shows: ``steady=False`` aligns each frame on its
+    own detection (every frame detected, nothing smoothed), as frame-by-frame restoration does."""
+    if not steady:
+        return TrackingParameters(detect_every=1, max_missed=0, smoothing=UNSMOOTHED, follow_motion=False, temporal=None)
+    return TrackingParameters(detect_every=detect_every)
 
 
 class DetectedFace(Protocol):

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from support import require_winograd
 from torch import nn
 
-from lib_codeformer.acceleration import winograd
+from lib_codeformer.acceleration import kernel_build, winograd
 from lib_codeformer.acceleration.layers import FastConv3x3
+from lib_codeformer.testing.machine import cpu_family
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = round(winograd.MIN_PIXELS**0.5)  # the smallest square image the network's layers use it for
@@ -287,6 +288,12 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def with_source(source: Path) -> str:
+    """Child-process code that builds the kernel from ``source`` instead of the project's."""
+    imports = "import pathlib\nfrom lib_codeformer.acceleration import kernel_build\n"
+    return f"{imports}kernel_build.SOURCE = pathlib.Path({str(source)!r})\n"
+
+
 CHECK = """
 import logging, torch
 logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -354,7 +361,7 @@ def test_a_kernel_that_computes_wrong_results_is_not_used(tmp_path, mistake):
     source = winograd.SOURCE.read_text()
     assert mistake[0] in source
     broken.write_text(source.replace(*mistake))
-    code = f"from lib_codeformer.acceleration import winograd; winograd.SOURCE = __import__('pathlib').Path({str(broken)!r})\n"
+    code = with_source(broken)
     code += CHECK
     result = run_python(code, CODEFORMER_CACHE=str(tmp_path))
     assert "available False close True" in result.stdout, result.stderr
@@ -397,7 +404,7 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     if vector_floats == 8 and " avx2" not in flags:
         pytest.skip("this CPU has no AVX2")
     library = tmp_path / "winograd.so"
-    subprocess.run(winograd.compile_command("gcc", ["-O3", target], library), check=True)
+    subprocess.run(kernel_build.compile_command("gcc", ["-O3", target], library), check=True)
     kernel = winograd.Kernel(ctypes.CDLL(str(library)))
     assert kernel.vector_floats == vector_floats
     assert kernel.out_channel_multiple == vector_floats * (2 if vector_floats == 8 else 4)
@@ -442,7 +449,7 @@ def test_a_kernel_that_crashes_is_tested_in_a_child_and_never_loaded(tmp_path):
     marker = "    base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;"
     assert marker in source
     broken.write_text(source.replace(marker, marker + "\n    __builtin_trap();"))
-    code = f"from lib_codeformer.acceleration import winograd; winograd.SOURCE = __import__('pathlib').Path({str(broken)!r})\n"
+    code = with_source(broken)
     code += CHECK
     first = run_python(code, CODEFORMER_CACHE=str(tmp_path))
     assert first.returncode == 0, first.stderr  # this process lived; the child that ran the build crashed
@@ -482,7 +489,7 @@ def test_two_processes_building_at_once_publish_one_build_and_leave_nothing(tmp_
 
 
 def test_cpu_family_names_the_widest_vector_extension():
-    assert winograd.cpu_family({"sse2", "avx", "avx2", "avx512f", "avx512bw"}) == "AVX-512"
-    assert winograd.cpu_family({"sse2", "avx", "avx2", "fma"}) == "AVX2"
-    assert winograd.cpu_family({"sse2", "avx"}) == platform.machine()
-    assert winograd.cpu_family(set()) == platform.machine()
+    assert cpu_family({"sse2", "avx", "avx2", "avx512f", "avx512bw"}) == "AVX-512"
+    assert cpu_family({"sse2", "avx", "avx2", "fma"}) == "AVX2"
+    assert cpu_family({"sse2", "avx"}) == platform.machine()
+    assert cpu_family(set()) == platform.machine()

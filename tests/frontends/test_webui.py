@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fake_webui import FakeHost, PostprocessedImage, Processing
+from fake_webui import ROOT, FakeHost, PostprocessedImage, Processing
 from lib_codeformer.frontends.http_api import encode_png
 from lib_codeformer.frontends.webui import runtime as codeformer_webui
+from lib_codeformer.options import BY_KEY
 
 # The Extras step's controls, in the order the host passes them.
 EXTRAS_CONTROLS = (
@@ -313,7 +315,10 @@ def test_extras_ui_builds_with_this_gradio(host):
     assert controls["fidelity"].label == "Fidelity w (0 = best quality, 1 = most faithful)"
     assert controls["detector"].value == "retinaface_resnet50"
     assert all(c.elem_id.startswith("codeformer_ext_extras_") for key, c in controls.items() if key != "enable")
-    assert all(getattr(c, "info", None) for key, c in controls.items() if key != "enable")  # the tooltip text
+    # The help is each control's tooltip (javascript/codeformer_options.js), not printed under it a second time.
+    assert not any(getattr(c, "info", None) for key, c in controls.items() if key != "enable")
+    tooltips = (ROOT / "javascript" / "codeformer_options.js").read_text()
+    assert all(json.dumps(BY_KEY[key].help, ensure_ascii=False) in tooltips for key in controls if key != "enable")
 
 
 def test_settings_components_build_with_this_gradio(host):

@@ -13,8 +13,9 @@ import pytest
 from video_clips import av, write_clip
 
 from lib_codeformer.errors import MissingDependency
-from lib_codeformer.video import io as video_io
-from lib_codeformer.video.io import EncodingOptions, VideoFileError
+from lib_codeformer.video import decoding, restore_video, transcode
+from lib_codeformer.video.encoding import EncodingOptions
+from lib_codeformer.video.errors import VideoFileError
 
 
 def digest(path: Path) -> str:
@@ -26,7 +27,7 @@ def fails_cleanly(restorer, source: Path, match: str, **kwargs) -> None:
     before = digest(source)
     out = source.parent / "out"
     with pytest.raises(VideoFileError, match=match) as raised:
-        restorer.restore_video(source, out / f"result{source.suffix}", **kwargs)
+        restore_video(restorer, source, out / f"result{source.suffix}", **kwargs)
     assert source.name in str(raised.value)  # the message names the file
     assert not out.exists() or list(out.iterdir()) == []  # no result, no temporary file
     assert digest(source) == before
@@ -88,11 +89,11 @@ def test_a_codec_that_cannot_be_decoded(tmp_path, plain_frames, identity_restore
 
 def test_odd_sized_frames_are_not_bad_input(tmp_path, plain_frames, identity_restorer):
     source = write_clip(tmp_path / "odd.mkv", plain_frames(2, width=33, height=17), codec="ffv1")
-    assert identity_restorer.restore_video(source, tmp_path / "odd.mp4").frames == 2
+    assert restore_video(identity_restorer, source, tmp_path / "odd.mp4").frames == 2
 
 
 def test_frames_over_the_pixel_limit_are_refused_before_decoding(good_mp4, identity_restorer, monkeypatch):
-    monkeypatch.setattr(video_io, "_items", lambda *args: pytest.fail("decoded although over the limit"))
+    monkeypatch.setattr(decoding, "frames_and_audio", lambda *args: pytest.fail("decoded although over the limit"))
     fails_cleanly(identity_restorer, good_mp4, "over the limit of 5000", encoding=EncodingOptions(max_pixels=5000))
 
 
@@ -126,24 +127,24 @@ class FullDisk(io.RawIOBase):
 
 
 def test_an_output_folder_that_fills_up(good_mp4, identity_restorer, monkeypatch):
-    monkeypatch.setattr(video_io, "open_for_writing", lambda path: FullDisk(path, room=4000))
+    monkeypatch.setattr(transcode, "open_for_writing", lambda path: FullDisk(path, room=4000))
     fails_cleanly(identity_restorer, good_mp4, "No space left on device")
 
 
 def test_without_pyav_the_error_says_what_to_install(good_mp4, identity_restorer, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)
     with pytest.raises(MissingDependency, match="pip install av"):
-        identity_restorer.restore_video(good_mp4, good_mp4.with_name("out.mp4"))
+        restore_video(identity_restorer, good_mp4, good_mp4.with_name("out.mp4"))
     assert not good_mp4.with_name("out.mp4").exists()
 
 
 def test_aligned_option_is_refused_for_videos(good_mp4, identity_restorer):
     with pytest.raises(ValueError, match="aligned"):
-        identity_restorer.restore_video(good_mp4, good_mp4.with_name("out.mp4"), aligned=True)
+        restore_video(identity_restorer, good_mp4, good_mp4.with_name("out.mp4"), aligned=True)
 
 
 def test_the_input_is_never_the_output(good_mp4, identity_restorer):
     before = digest(good_mp4)
     with pytest.raises(VideoFileError, match="replace the input"):
-        identity_restorer.restore_video(good_mp4, good_mp4)
+        restore_video(identity_restorer, good_mp4, good_mp4)
     assert digest(good_mp4) == before

@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from video_clips import av, decoded, rotation_of, write_clip
 
-from lib_codeformer.video import io as video_io
-from lib_codeformer.video import pipeline
-from lib_codeformer.video.io import EncodingOptions
+from lib_codeformer.video import pipeline, restore_video
+from lib_codeformer.video.encoding import EncodingOptions
+from lib_codeformer.video.errors import VideoFileError
 
 
 def restore(restorer, source, destination, **kwargs):
-    return restorer.restore_video(source, destination, **kwargs)
+    return restore_video(restorer, source, destination, **kwargs)
 
 
 def test_mp4_keeps_size_frame_count_timestamps_sound_and_title(tmp_path, face_frames, identity_restorer):
@@ -190,5 +190,5 @@ def test_fallback_codecs_when_asked(tmp_path, face_frames, identity_restorer):
         images, _, info = decoded(out)
         assert info["codec"] == name and len(images) == 3
         assert np.abs(images[1].astype(int) - decoded(source)[0][1]).mean() < 4  # visually lossless or lossless
-    with pytest.raises(video_io.VideoFileError, match="no such video encoder"):
+    with pytest.raises(VideoFileError, match="no such video encoder"):
         restore(identity_restorer, source, tmp_path / "x.mp4", encoding=EncodingOptions(codec="no-such-codec"))

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from lib_codeformer import FaceRestorer
-from lib_codeformer.video import steadiness
-from lib_codeformer.video.steadiness import SteadyClip
-from lib_codeformer.video.tracking import DEFAULT_DETECT_EVERY, TrackingParameters
+from lib_codeformer.options import DEFAULT_DETECT_EVERY
+from lib_codeformer.testing import steadiness
+from lib_codeformer.testing.steadiness import SteadyClip
+from lib_codeformer.video.tracking import TrackingParameters, tracking_parameters
 
 
 def frame_by_frame_tracking() -> TrackingParameters:
-    from lib_codeformer.video.cli import steadiness as cli_steadiness
-
-    return cli_steadiness(1, steady=False)
+    return tracking_parameters(1, steady=False)
 
 
 def test_the_clip_moves_as_it_says(astronaut):

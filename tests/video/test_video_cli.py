@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -10,14 +9,16 @@ import pytest
 from PIL import Image
 from video_clips import decoded, write_clip
 
-from lib_codeformer.video import cli as video_cli
+from lib_codeformer.frontends import cli
+from lib_codeformer.frontends.cli.config import read_config
+from lib_codeformer.options import DEFAULT_DETECT_EVERY
+from lib_codeformer.video.containers import VIDEO_SUFFIXES, is_video_file
 from lib_codeformer.video.smoothing import UNSMOOTHED
 
 
 def run(argv: list[str], restorer) -> int:
     """The real command line (``python -m lib_codeformer restore``) with ``restorer`` as the restorer it makes."""
     from lib_codeformer import restorer as restorer_module
-    from lib_codeformer.frontends import cli
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(restorer_module, "FaceRestorer", lambda *args, **kwargs: restorer)
@@ -75,17 +76,17 @@ def test_bad_video_options_are_usage_errors(media, tmp_path, identity_restorer, 
 
 
 def test_frames_option_and_no_steady():
-    parser = argparse.ArgumentParser()
-    video_cli.add_arguments(parser)
-    settings = video_cli.settings_from_args(parser.parse_args(["--frames", "10:", "--no-steady", "--no-audio"]))
+    parser = cli.build_parser()
+    arguments = ["restore", "in", "--output", "out"]
+    settings = read_config(parser.parse_args([*arguments, "--frames", "10:", "--no-steady", "--no-audio"])).video
     assert settings.encoding.frames == (10, None) and not settings.encoding.audio
     assert settings.tracking.smoothing == UNSMOOTHED and settings.tracking.temporal is None
     assert not settings.tracking.follow_motion and settings.tracking.detect_every == 1
-    default = video_cli.settings_from_args(parser.parse_args([]))
-    assert default.tracking.detect_every == video_cli.DEFAULT_DETECT_EVERY and default.tracking.temporal is not None
+    default = read_config(parser.parse_args(arguments)).video
+    assert default.tracking.detect_every == DEFAULT_DETECT_EVERY and default.tracking.temporal is not None
 
 
 def test_which_files_are_videos(media):
-    assert video_cli.is_video_file(media / "a.mp4") and video_cli.is_video_file(media / "moving.gif")
-    assert not video_cli.is_video_file(media / "still.gif") and not video_cli.is_video_file(media / "photo.png")
-    assert {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp"} <= video_cli.VIDEO_SUFFIXES
+    assert is_video_file(media / "a.mp4") and is_video_file(media / "moving.gif")
+    assert not is_video_file(media / "still.gif") and not is_video_file(media / "photo.png")
+    assert {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp"} <= VIDEO_SUFFIXES

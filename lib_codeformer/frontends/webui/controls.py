@@ -1,7 +1,8 @@
 """Gradio controls for the extension, for gradio 3.41 (AUTOMATIC1111, SD.Next) and 4.x (Forge).
 
-Built from ``options.OPTIONS``; only arguments both gradio generations accept
-are used (no ``.style()``, no ``gr.Box``). Every element id starts with
+Built from ``options.OPTIONS`` (the options shown in the Extras step and the
+panel); only arguments both gradio generations accept are used (no
+``.style()``, no ``gr.Box``). Every element id starts with
 ``codeformer_ext_`` so the JavaScript (tooltips, before/after slider) and CSS
 find them and nothing else. Importing this module does not import gradio or
 torch: the caller passes gradio in.
@@ -15,45 +16,34 @@ from typing import Any
 from ... import options as option_specs
 
 ELEMENT_PREFIX = "codeformer_ext_"
-# Options shown in the Extras step, in this order (keep_grayscale lives in the settings only).
-EXTRAS_KEYS = (
-    "fidelity",
-    "visibility",
-    "detector",
-    "confidence",
-    "faces",
-    "max_faces",
-    "min_face_size",
-    "blend",
-    "mask",
-    "color_correction",
-)
+# The Extras step's and the txt2img/img2img panel's options, in declaration order (the host's args order too).
+EXTRAS_KEYS = tuple(option.key for option in option_specs.shown_in(option_specs.EXTRAS))
+PANEL_KEYS = tuple(option.key for option in option_specs.shown_in(option_specs.PANEL))
 
 
-def component_of(gr, spec: option_specs.OptionSpec) -> tuple[type, dict[str, Any]]:
+def component_of(gr, option: option_specs.Option) -> tuple[type, dict[str, Any]]:
     """The gradio component class for an option and its range/choice arguments (controls and settings share it).
 
-    A nullable slider starts at 0, which stands for "automatic"; number boxes hold integers.
+    A slider or number box whose 0 stands for None starts at 0; number boxes of whole numbers hold integers.
     """
-    if spec.kind == "slider":
-        return gr.Slider, {"minimum": 0.0 if spec.nullable else spec.minimum, "maximum": spec.maximum, "step": spec.step}
-    if spec.kind == "dropdown":
-        return gr.Dropdown, {"choices": list(spec.choices)}
-    if spec.kind == "checkbox":
+    widget = option.widget
+    if widget == "slider":
+        return gr.Slider, {"minimum": option.control_minimum, "maximum": option.maximum, "step": option.step}
+    if widget == "dropdown":
+        return gr.Dropdown, {"choices": list(option.choices), **({"allow_custom_value": True} if option.open_choices else {})}
+    if widget == "checkbox":
         return gr.Checkbox, {}
-    return gr.Number, {"precision": 0, "minimum": spec.minimum, "maximum": spec.maximum}
+    if widget == "text":
+        return gr.Textbox, {}
+    precision = {"precision": 0} if option.type is int else {}
+    return gr.Number, {**precision, "minimum": option.control_minimum, "maximum": option.maximum}
 
 
-def control(gr, spec: option_specs.OptionSpec, tab: str) -> Any:
-    """One gradio component for an option, showing its default."""
-    component, arguments = component_of(gr, spec)
-    label = f"{spec.label} (0 = detector default)" if spec.kind == "slider" and spec.nullable else spec.label
-    value = bool(spec.default) if spec.kind == "checkbox" else (spec.default if spec.default is not None else 0)
-    return component(value=value, label=label, elem_id=f"{ELEMENT_PREFIX}{tab}_{spec.key}", info=spec.help, **arguments)
-
-
-# The per-generation panel in txt2img/img2img: the main options, in this order (the API's args order too).
-PANEL_KEYS = ("fidelity", "faces", "max_faces", "min_face_size", "blend", "mask", "color_correction")
+def control(gr, option: option_specs.Option, tab: str) -> Any:
+    """One gradio component for an option, showing its default; its help is its tooltip (javascript/)."""
+    component, arguments = component_of(gr, option)
+    value = option.control_default
+    return component(value=value, label=option.display_label, elem_id=f"{ELEMENT_PREFIX}{tab}_{option.key}", **arguments)
 
 
 def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = "extras") -> dict[str, Any]:

@@ -24,12 +24,13 @@ from ... import options as option_specs
 
 logger = logging.getLogger("codeformer")
 
-SETTINGS_PREFIX = "codeformer_"
 # Options written into the infotext when they differ from the default (fidelity always is).
 INFOTEXT_OPTIONS = ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence")
-INFOTEXT_KEYS = {spec.key: f"CodeFormer {spec.key.replace('_', ' ')}" for spec in option_specs.OPTIONS}
-# Settings beyond the restore options.
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+INFOTEXT_KEYS = {option.key: option.infotext_key for option in option_specs.OPTIONS}
+# The WebUI settings: every option shown there, under its setting name.
+SETTING_OPTIONS = option_specs.shown_in(option_specs.SETTINGS)
+# What a restoration takes from the settings and the controls.
+RESTORE_VALUE_KEYS = (*option_specs.RESTORE_KEYS, "visibility")
 # Where a WebUI user gives the weights: said in every message about a missing or broken file.
 WEIGHTS_SETTING = "Settings > CodeFormer > CodeFormer weights file"
 
@@ -38,7 +39,7 @@ WEIGHTS_SETTING = "Settings > CodeFormer > CodeFormer weights file"
 class HostServices:
     """What the host provides, as plain values and callables."""
 
-    settings: Callable[[], dict[str, Any]]  # current settings (option keys, weights_path, device, unload, max_pixels, fast_conv)
+    settings: Callable[[], dict[str, Any]]  # each setting's current value, by option key (SETTING_OPTIONS)
     device: Callable[[], str]  # the device the host assigns to face restoration
     model_dirs: Sequence[str] = ()  # where CodeFormer weights are looked for (models/Codeformer)
     detector_model_dirs: Sequence[str] = ()  # RetinaFace / ParseNet weights (models/GFPGAN)
@@ -112,9 +113,22 @@ class ExtensionRuntime:
         return outcome
 
     def settings(self) -> dict[str, Any]:
-        values = dict(self.services.settings())
-        restore_values = option_specs.normalise({k: v for k, v in values.items() if k in option_specs.BY_KEY})
-        return {**values, **restore_values}
+        """The settings, each checked by its option's rule (OptionError naming the settings that are not valid)."""
+        given = self.services.settings()
+        values = {option.key: option.default for option in SETTING_OPTIONS}
+        problems = []
+        for option in SETTING_OPTIONS:
+            if option.key not in given:
+                continue
+            try:
+                values[option.key] = option.parse(given[option.key])
+            except option_specs.OptionError as error:
+                problems += [(key, f"the setting {option.setting_key}: {message}") for key, message in error.problems]
+        if problems:
+            raise option_specs.OptionError(problems)
+        if values.get("device") == "auto":
+            values["device"] = None
+        return values
 
     def restorer(self, settings: dict[str, Any] | None = None):
         """The shared FaceRestorer, rebuilt only when the device or weights setting changes."""
@@ -123,13 +137,13 @@ class ExtensionRuntime:
 
         settings = self.settings() if settings is None else settings
         device = self._device(settings)
-        weights = settings.get("weights_path") or None
+        weights = settings.get("weights")
         key = (device, weights)
         with self._lock:
             if self._restorer is None or self._restorer_key != key:
                 self._restorer = FaceRestorer(
                     weights,
-                    detector=option_specs.BY_KEY["detector"].default,
+                    detector=option_specs.DEFAULT_DETECTOR,
                     device=device,
                     model_dirs=list(self.services.model_dirs),
                     detector_model_dirs=list(self.services.detector_model_dirs),
@@ -140,8 +154,8 @@ class ExtensionRuntime:
             return self._restorer
 
     def _device(self, settings: dict[str, Any]) -> str:
-        device = settings.get("device") or "auto"
-        return str(self.services.device() if device == "auto" else device)
+        device = settings.get("device")
+        return str(self.services.device() if device is None else device)
 
     def restore(
         self,
@@ -153,13 +167,21 @@ class ExtensionRuntime:
     ) -> Outcome:
         """Restore an RGB(A) uint8 image; never raises: on error the image comes back unchanged.
 
-        Calls from several threads run at once: detection, alignment and
-        paste-back of one image overlap the others' (the restorer lets one
-        network batch run at a time, as each uses every core or the GPU).
+        ``values``: options given for this call (a control's or an API
+        field's value; None or absent: the setting's), checked by the same
+        rules as the settings. Calls from several threads run at once:
+        detection, alignment and paste-back of one image overlap the others'
+        (the restorer lets one network batch run at a time, as each uses
+        every core or the GPU).
         """
-        settings = self.settings()
-        chosen = option_specs.normalise({**{k: settings[k] for k in option_specs.BY_KEY}, **(values or {})})
-        limit = int(settings.get("max_pixels") or option_specs.DEFAULT_MAX_PIXELS)
+        try:
+            settings = self.settings()
+            given = {key: value for key, value in (values or {}).items() if value is not None and key in RESTORE_VALUE_KEYS}
+            chosen = {**{key: settings.get(key, option_specs.default(key)) for key in RESTORE_VALUE_KEYS}}
+            chosen.update(option_specs.check_values({**chosen, **given}, allowed=RESTORE_VALUE_KEYS))
+        except option_specs.OptionError as error:
+            return Outcome(image, error=self._report(error), values=dict(values or {}))
+        limit = int(settings["max_pixels"])
         height, width = image.shape[:2]
         if height * width > limit:
             message = f"the image is {width} x {height} pixels, over the limit of {limit} (setting 'codeformer_max_pixels')"
@@ -171,7 +193,7 @@ class ExtensionRuntime:
                     image,
                     progress=progress,
                     should_stop=should_stop,
-                    **option_specs.restore_kwargs(chosen),
+                    **{key: chosen[key] for key in option_specs.RESTORE_KEYS},
                 )
             finally:
                 self._end_use(restorer, settings)
@@ -212,7 +234,8 @@ class ExtensionRuntime:
         """Log an error once per distinct message (not once per image) and return what the user sees."""
         from ...restorer import is_setup_error
 
-        setup = is_setup_error(error)  # its message says what to do; no traceback needed
+        # Its message says what to do; no traceback needed.
+        setup = is_setup_error(error) or isinstance(error, option_specs.OptionError)
         if setup:
             message = str(error)
         else:
@@ -244,6 +267,25 @@ def panel_values(args: Sequence[Any]) -> dict[str, Any]:
     return {name: value for name, value in zip(names, args, strict=False) if value is not None}  # API args may be fewer
 
 
+# What a setting's label adds to the option's own label, where the WebUI gives it a meaning of its own.
+_SETTING_NOTES = {
+    "fidelity": "where the WebUI has its own 'CodeFormer weight' setting, that one is used",
+    "device": "auto: the WebUI's choice, --use-cpu honoured",
+    "weights": "empty: models/Codeformer, else downloaded",
+    "max_pixels": "API, Extras, Restore faces",
+}
+
+
+def setting_label(option: option_specs.Option) -> str:
+    """The setting's label: it starts with "CodeFormer", so that searching Settings for it finds every one."""
+    if option.scope in (option_specs.RESTORE, option_specs.RESULT):
+        label = f"CodeFormer default: {option.display_label}"
+    else:
+        label = f"CodeFormer: {option.label}"
+    note = _SETTING_NOTES.get(option.key)
+    return f"{label} ({note})" if note else label
+
+
 def infotext_fields(controls: dict[str, Any]) -> list[tuple[Any, Any]]:
     """(component, infotext key or function) pairs so that PNG Info / "send to" restores the panel.
 
@@ -257,12 +299,6 @@ def infotext_fields(controls: dict[str, Any]) -> list[tuple[Any, Any]]:
     for key, component in controls.items():
         if key == "enable":
             continue
-        default = option_specs.BY_KEY[key].default
-        fallback = 0 if default is None else default
+        fallback = option_specs.BY_KEY[key].control_default
         fields.append((component, lambda params, key=key, fallback=fallback: params.get(INFOTEXT_KEYS[key], fallback)))
     return fields
-
-
-def settings_keys() -> dict[str, str]:
-    """Option key -> WebUI setting name."""
-    return {spec.key: SETTINGS_PREFIX + spec.key for spec in option_specs.OPTIONS}

@@ -1,4 +1,6 @@
-"""A test clip whose true motion is known, and how steady a restored clip is on it.
+"""Measurement harness: a test clip whose true motion is known, and how steady a restored clip is on it.
+
+Used by the tests and ``benchmarks/bench_video.py``; nothing at run time imports it.
 
 The clip (``SteadyClip``): a face photo (``skimage.data.astronaut()`` in
 the tests and benchmark) moved along a slow path (a drift with a slight
@@ -259,7 +261,7 @@ def measure_steady(
     restorer: Any, clip: SteadyClip, reference: np.ndarray, name: str, tracking: Any = None, **options: Any
 ) -> Measurement:
     """The video pipeline (tracking, smoothing, shared batches) with ``tracking`` (``TrackingParameters``)."""
-    from .pipeline import restore_array_frames
+    from ..video.pipeline import restore_array_frames
 
     started = time.perf_counter()
     frames = list(restore_array_frames(restorer, iter(clip), tracking=tracking, **options))
@@ -274,8 +276,8 @@ def measure_steady(
 def track_only(restorer: Any, clip: SteadyClip, tracking: Any) -> tuple[list[list[np.ndarray]], int]:
     """The landmarks the pipeline would restore each frame with (no network), and how many frames were detected."""
     from ..options import RestoreOptions
-    from .frames import ClipFrame
-    from .pipeline import analyse
+    from ..video.frames import ClipFrame
+    from ..video.pipeline import analyse
 
     frames = list(analyse((ClipFrame(i, image) for i, image in enumerate(clip)), restorer, RestoreOptions(), tracking))
     return [[face.landmarks for face in frame.faces] for frame in frames], sum(frame.detected for frame in frames)

@@ -1,4 +1,4 @@
-"""``python -m lib_codeformer restore INPUT... --output DEST --ray [ADDRESS]``: the local command's run, on a cluster.
+"""``codeformer restore INPUT... --output DEST --ray [ADDRESS]``: the local command's run, on a cluster.
 
 The driver plans as the local command does, with the same shared rules
 (``storage.images.iter_inputs`` for names, ``batch`` for clashes and for what
@@ -13,7 +13,6 @@ temporary files that a killed worker left are removed when the run ends.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -21,15 +20,17 @@ from collections import Counter
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..batch import Job, admit, check_no_clashes, summary_line
-from ..errors import MissingDependency, SetupError
-from ..storage.atomic import remove_owned, remove_stale
-from ..storage.images import iter_inputs
-from ..storage.model_files import COMMAND_LINE_ADVICE
-from .api import DEFAULT_FILES_PER_BATCH
-from .cluster import ActorPlan, SharedModels, connect, plan_actors, require_ray, share_models
-from .locations import ArrowTree, Stores, bucket_of, is_uri, key_of, open_bucket, uri_of
-from .workers import RestoreFiles, WorkerSettings
+from ...batch import Job, OutputClash, admit, check_no_clashes, summary_line
+from ...distributed.api import DEFAULT_FILES_PER_BATCH
+from ...distributed.cluster import ActorPlan, SharedModels, connect, plan_actors, require_ray, share_models
+from ...distributed.locations import ArrowTree, Stores, bucket_of, is_uri, key_of, open_bucket, uri_of
+from ...distributed.workers import RestoreFiles, WorkerSettings
+from ...errors import MissingDependency, SetupError
+from ...storage.atomic import remove_owned, remove_stale
+from ...storage.images import iter_inputs
+from ...storage.model_files import COMMAND_LINE_ADVICE
+from ...video.containers import VIDEO_ONLY_SUFFIXES
+from .config import RaySettings, RunConfig, UsageError
 
 INTERRUPTED = 130
 # Blocks of work handed to Ray Data: one actor call each up to this many (a retried call redoes little), then
@@ -37,30 +38,36 @@ INTERRUPTED = 130
 MAX_BLOCKS = 10_000
 
 
-class UsageError(ValueError):
-    """The command cannot run as given (exit status 2); the message says what to change."""
-
-
-def restore_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    """Run the restore command on the Ray cluster at ``args.ray``; the exit status (UsageError for status 2)."""
-    _check_ray_options(args)
+def restore_on_ray(config: RunConfig, cluster: RaySettings) -> int:
+    """Run the restore command on the Ray ``cluster``; the exit status (UsageError for status 2)."""
+    videos = [path for path in config.inputs if PurePath(path).suffix.lower() in VIDEO_ONLY_SUFFIXES]
+    if videos:
+        raise UsageError(f"{videos[0]}: videos are restored on this machine, not on a Ray cluster; drop --ray")
+    missing = [path for path in config.inputs if not is_uri(path) and not Path(path).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     try:
         require_ray()
     except MissingDependency as error:
         raise UsageError(str(error)) from None
     buckets: dict[str, Any] = {}
-    destination = _Destination(args.output, buckets)
-    jobs = _list_inputs(args.inputs, args.recursive, destination, buckets)
-    check_no_clashes(jobs, destination.display)
-    connected = connect(args.ray)
-    run = _ClusterRun(args, destination, Stores(buckets))
+    destination = _Destination(config.output, buckets)
+    jobs = _list_inputs(list(config.inputs), config.recursive, destination, buckets)
     try:
-        plan = plan_actors(args.device, args.ray_actors, args.ray_cpus_per_actor)
+        check_no_clashes(jobs, destination.display)
+    except OutputClash as error:
+        raise UsageError(str(error)) from None
+    connected = connect(cluster.address)
+    run = _ClusterRun(config, cluster, destination, Stores(buckets))
+    options = config.options
+    try:
+        plan = plan_actors(config.restorer.device, cluster.actors, cluster.cpus_per_actor)
         for leftover in destination.remove_stale():
             print(f"removed {leftover}, left by an interrupted run", file=sys.stderr)
         work = run.plan(jobs)
         if work:
-            models = share_models(args.weights, detector=args.detector, mask=options["mask"], advice=COMMAND_LINE_ADVICE)
+            settings = config.restorer
+            models = share_models(settings.weights, detector=settings.detector, mask=options["mask"], advice=COMMAND_LINE_ADVICE)
             run.execute(work, plan, models, options)
     except KeyboardInterrupt:
         run.summary()
@@ -76,20 +83,6 @@ def restore_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> int:
             print(f"removed {leftover}, left by a worker that stopped mid-write", file=sys.stderr)
     run.summary()
     return 1 if run.counts["failed"] else 0
-
-
-def _check_ray_options(args: argparse.Namespace) -> None:
-    problems = [
-        f"{flag} must be at least 1 (got {value})"
-        for flag, value in (
-            ("--ray-actors", args.ray_actors),
-            ("--ray-cpus-per-actor", args.ray_cpus_per_actor),
-            ("--ray-files-per-batch", args.ray_files_per_batch),
-        )
-        if value is not None and value < 1
-    ]
-    if problems:
-        raise UsageError("; ".join(problems))
 
 
 class _Destination:
@@ -164,8 +157,8 @@ def _list_inputs(inputs: list[str], recursive: bool, destination: _Destination, 
 class _ClusterRun:
     """One restore command's work on the cluster, and the counts it reports."""
 
-    def __init__(self, args: argparse.Namespace, destination: _Destination, stores: Stores) -> None:
-        self.args, self.destination, self.stores = args, destination, stores
+    def __init__(self, config: RunConfig, cluster: RaySettings, destination: _Destination, stores: Stores) -> None:
+        self.config, self.cluster, self.destination, self.stores = config, cluster, destination, stores
         self.counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
         self.nodes: Counter[str] = Counter()
 
@@ -186,8 +179,8 @@ class _ClusterRun:
                 output_root=destination.root,
                 inputs=inputs,
                 exists=exists,
-                skip_existing=self.args.skip_existing,
-                overwrite=self.args.overwrite,
+                skip_existing=self.config.skip_existing,
+                overwrite=self.config.overwrite,
             ):
                 read = str(job.source) if is_uri(str(job.source)) else os.path.abspath(job.source)
                 work.append({"source": str(job.source), "read": read, "target": destination.location(target)})
@@ -202,24 +195,24 @@ class _ClusterRun:
     def execute(self, work: list[dict[str, str]], plan: ActorPlan, models: SharedModels, options: dict[str, Any]) -> None:
         """Restore ``work`` on the actor pool; count and report each file as its result arrives."""
         ray = require_ray()
-        args = self.args
-        ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
-        per_batch = args.ray_files_per_batch or DEFAULT_FILES_PER_BATCH
+        config, restorer = self.config, self.config.restorer
+        ray.data.DataContext.get_current().enable_progress_bars = not config.quiet
+        per_batch = self.cluster.files_per_batch or DEFAULT_FILES_PER_BATCH
         settings = WorkerSettings(
-            args.detector,
+            restorer.detector,
             plan.device,
             plan.cpus,
-            args.batch_size,
-            args.precision,
-            not args.no_fast_conv,
-            args.max_pixels,
+            restorer.batch_size,
+            restorer.precision,
+            restorer.fast_conv,
+            config.max_pixels,
             options,
         )
         calls = math.ceil(len(work) / per_batch)
         rows = ray.data.from_items(work, override_num_blocks=min(calls, MAX_BLOCKS))
         results = rows.map_batches(
             RestoreFiles,
-            fn_constructor_args=(models, settings, self.stores, args.overwrite, os.getpid()),
+            fn_constructor_args=(models, settings, self.stores, config.overwrite, os.getpid()),
             batch_size=per_batch,
             batch_format="pyarrow",
             **plan.map_batches_args(calls),
