@@ -16,6 +16,8 @@ Rules (each one is a test):
 - A format Pillow reads but cannot write (PSD, XPM, ...) is a reported
   failure before any work is done, never a traceback.
 
+What each format does differently is its plugin's (``storage.formats``).
+
 Encoding and decoding work on bytes, so any storage (local files, object
 storage) can use them; ``read_image``/``write_image`` add local files, each
 written to a temporary name in the target folder and renamed when complete.
@@ -34,21 +36,15 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, PngImagePlugin
+from PIL import Image, ImageCms
 
 from .atomic import atomic_write_bytes
+from .formats import PNG, format_of
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 # Formats read here; anything else (ICO, which can wrap a PNG larger than its header says, for one) is refused.
 # JPEG covers MPO (phones' multi-picture JPEGs); an animated GIF or WebP gives its first frame, with a note.
 READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-ORIENTATION = 0x0112
-JPEG_QUALITY = 95
-# Decoded by OpenCV, into the pipeline's array directly (CMYK JPEGs excepted, for their colour profile).
-_OPENCV_DECODES = ("PNG", "JPEG", "WEBP", "BMP")
-# TIFF tags carried from input to output (besides resolution, the ICC profile and orientation). A TIFF's other
-# tags describe its own layout (strip offsets, sizes...) and must not be copied into a new file.
-_TIFF_TAGS = {270: "description", 271: "make", 272: "model", 305: "software", 306: "datetime", 315: "artist", 33432: "copyright"}
 
 
 class ImageFileError(ValueError):
@@ -159,25 +155,27 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> LoadedImage:
 
 
 def _decode_opened(opened: Image.Image, data: bytes) -> LoadedImage:
-    image_format = "JPEG" if opened.format == "MPO" else opened.format  # a phone's MPO is a JPEG with extra frames
-    metadata, notes = _metadata(opened, image_format, data)
+    plugin = format_of(opened.format)
+    metadata, notes = plugin.read_metadata(opened, data)
     frames = getattr(opened, "n_frames", 1)
     if frames > 1 and opened.format != "MPO":
-        notes.append(f"animated image: only the first of its {frames} frames was restored")
+        if plugin.name == "TIFF":
+            notes.append(f"a TIFF of {frames} pages: only the first page was restored (the result has that page alone)")
+        else:
+            notes.append(f"animated image: only the first of its {frames} frames was restored")
     orientation = metadata.pop("orientation", 1)
-    if image_format == "TIFF":  # libtiff, and some Pillow versions, turn TIFFs by their orientation themselves
-        data = _tiff_without_orientation(data)
+    data = plugin.for_decoding(data)
     if opened.mode == "CMYK":
         pixels = np.array(_cmyk_to_rgb(opened, metadata, notes))
-    elif _sixteen_bit(opened, data) or image_format in _OPENCV_DECODES:
+    elif plugin.is_sixteen_bit(opened, data) or plugin.decoded_by_opencv:
         pixels = _decode_with_opencv(data)  # straight into one array: Pillow's decode plus a copy would be two
-    else:  # 8-bit TIFF (OpenCV would premultiply an unassociated alpha) and GIF
+    else:
         with Image.open(io.BytesIO(data), formats=[opened.format]) as stored:
             pixels = _pillow_array(stored)
     pixels = apply_orientation(pixels, orientation)
     if orientation != 1:
         notes.append(f"turned upright by its EXIF orientation ({orientation})")
-    return LoadedImage(np.ascontiguousarray(pixels), image_format, metadata, notes)
+    return LoadedImage(np.ascontiguousarray(pixels), plugin.name, metadata, notes)
 
 
 def _pillow_array(image: Image.Image) -> np.ndarray:
@@ -185,36 +183,6 @@ def _pillow_array(image: Image.Image) -> np.ndarray:
     if image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     return np.array(image)
-
-
-def _sixteen_bit(image: Image.Image, data: bytes) -> bool:
-    """16 bits per sample, which Pillow would reduce to 8 for colour images (OpenCV reads them)."""
-    if image.format == "PNG":
-        return len(data) > 24 and data[24] == 16  # IHDR bit depth
-    if image.format == "TIFF":
-        return 16 in tuple(getattr(image, "tag_v2", {}).get(258, ()) or ())
-    return image.mode.startswith("I;16") or image.mode == "I"
-
-
-def _tiff_without_orientation(data: bytes) -> bytes:
-    """The TIFF with its orientation tag set to 1: libtiff (under OpenCV) would turn the pixels itself, and only
-    for some files, so the orientation is applied here, once, as for every other format."""
-    if data[:4] not in (b"II*\0", b"MM\0*"):
-        return data  # BigTIFF and anything else: as it is
-    order = "<" if data[:2] == b"II" else ">"
-    patched = bytearray(data)
-    (directory,) = struct.unpack_from(order + "I", data, 4)
-    if directory + 2 > len(data):
-        return data
-    (entries,) = struct.unpack_from(order + "H", data, directory)
-    for index in range(entries):
-        entry = directory + 2 + 12 * index
-        if entry + 12 > len(data):
-            break
-        tag, kind = struct.unpack_from(order + "HH", data, entry)
-        if tag == 274 and kind == 3:
-            struct.pack_into(order + "H", patched, entry + 8, 1)
-    return bytes(patched)
 
 
 def _decode_with_opencv(data: bytes) -> np.ndarray:
@@ -270,65 +238,11 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
-def _metadata(image: Image.Image, image_format: str, data: bytes) -> tuple[dict, list[str]]:
-    """What to write back, and the orientation to apply. A broken block is dropped with a note, never fatal."""
-    metadata: dict = {}
-    notes: list[str] = []
-    if image.info.get("icc_profile"):
-        metadata["icc_profile"] = image.info["icc_profile"]
-    if image.info.get("dpi"):
-        metadata["dpi"] = image.info["dpi"]
-    if image_format == "PNG":
-        text = {k: v for k, v in getattr(image, "text", {}).items() if isinstance(v, str)}
-        if text:
-            metadata["text"] = text
-    if image_format == "WEBP":
-        metadata["lossless"] = _webp_is_lossless(data)
-    if image_format == "JPEG":
-        from PIL import JpegImagePlugin
-
-        # The input's chroma subsampling (4:4:4, 4:2:2, 4:2:0), so colour detail is not halved on the way out;
-        # a CMYK input has none that applies to RGB: 4:4:4.
-        sampling = JpegImagePlugin.get_sampling(image) if image.mode != "CMYK" else 0
-        metadata["subsampling"] = sampling if sampling in (0, 1, 2) else 0
-    if image_format == "TIFF":
-        tags = getattr(image, "tag_v2", {})
-        metadata["tiff_tags"] = {tag: tags[tag] for tag in _TIFF_TAGS if tag in tags and isinstance(tags[tag], str)}
-        metadata["orientation"] = int(tags.get(274, 1) or 1)
-        if not metadata["tiff_tags"]:
-            del metadata["tiff_tags"]
-        return metadata, notes  # its EXIF-like tags are the TIFF's own directory: kept above, tag by tag
-    try:
-        exif = image.getexif()
-    except Exception as error:  # Pillow raises all kinds on damaged EXIF; the image itself is fine
-        notes.append(f"its EXIF block could not be read and was dropped ({error})")
-        return metadata, notes
-    if exif:
-        metadata.setdefault("orientation", int(exif.get(ORIENTATION, 1) or 1))
-        exif[ORIENTATION] = 1  # the pixels are written upright
-        metadata["exif"] = exif.tobytes()
-    return metadata, notes
-
-
-def _webp_is_lossless(data: bytes) -> bool:
-    """A WebP whose image chunk is VP8L (lossless); in an extended (VP8X) file, the first image chunk decides."""
-    position = 12
-    while position + 8 <= len(data):
-        chunk, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        if chunk in (b"VP8 ", b"VP8L"):
-            return chunk == b"VP8L"
-        if chunk == b"ANMF" and position + 24 <= len(data):
-            position += 24  # an animation frame: its own image chunk follows its 16-byte header
-            continue
-        position += 8 + size + (size & 1)
-    return False
-
-
 def check_writable(loaded: LoadedImage) -> None:
     """ImageFileError when a result could not be written in the input's format (checked before any work)."""
     Image.init()
-    if loaded.format == "GIF":  # a still GIF; animated ones are restored as videos
-        raise ImageFileError("a GIF holds 256 colours, too few for a restored face: convert it to PNG first")
+    if not format_of(loaded.format).writable:  # a still GIF; animated ones are restored as videos
+        raise ImageFileError(f"a {loaded.format} holds 256 colours, too few for a restored face: convert it to PNG first")
     if loaded.format not in Image.SAVE:
         raise ImageFileError(
             f"{loaded.format} files can be read but not written here; convert the input to PNG or TIFF first"
@@ -354,96 +268,16 @@ def write_image(path: Path, pixels: np.ndarray, like: LoadedImage) -> None:
 
 
 def _encode_with_pillow(pixels: np.ndarray, like: LoadedImage) -> bytes:
-    image = Image.fromarray(pixels)
-    metadata = like.metadata
-    options: dict = {}
-    if "icc_profile" in metadata:
-        options["icc_profile"] = metadata["icc_profile"]
-    if "dpi" in metadata:
-        options["dpi"] = metadata["dpi"]
-    if "exif" in metadata and like.format in ("JPEG", "WEBP", "PNG"):
-        options["exif"] = metadata["exif"]
-    if like.format == "PNG" and "text" in metadata:
-        options["pnginfo"] = _png_info(metadata["text"])
-    elif like.format == "JPEG":
-        options["quality"] = JPEG_QUALITY
-        if "subsampling" in metadata:
-            options["subsampling"] = metadata["subsampling"]
-        if image.mode == "RGBA":
-            image = image.convert("RGB")
-    elif like.format == "WEBP":
-        options.update({"lossless": True, "quality": 100, "method": 6} if metadata.get("lossless") else {"quality": 95})
-    elif like.format == "TIFF":
-        options["compression"] = "tiff_lzw"
-        if "tiff_tags" in metadata:
-            options["tiffinfo"] = dict(metadata["tiff_tags"])
+    image, options = format_of(like.format).save_options(Image.fromarray(pixels), like.metadata)
     buffer = io.BytesIO()
     image.save(buffer, format=like.format, **options)
     return buffer.getvalue()
 
 
-def _png_info(text: dict[str, str]) -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
-    return info
-
-
 def _encode_sixteen_bit(pixels: np.ndarray, like: LoadedImage) -> bytes:
-    if like.format == "TIFF":
-        return _encode_tiff_sixteen_bit(pixels, like.metadata)
-    bgr = pixels
-    if pixels.ndim == 3:
-        bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", bgr)
-    if not ok:
-        raise OSError("OpenCV could not encode the 16-bit result")
-    return png_with_metadata(encoded.tobytes(), like.metadata)
+    """16-bit results in the input's format where it holds 16 bits (TIFF), else as 16-bit PNG."""
+    plugin = format_of(like.format)
+    return (plugin if plugin.holds_sixteen_bits else PNG).encode_sixteen_bit(pixels, like.metadata)
 
 
-def _encode_tiff_sixteen_bit(pixels: np.ndarray, metadata: dict) -> bytes:
-    """tifffile keeps 16-bit colour and the TIFF tags (Pillow cannot write 16-bit colour TIFF); deflate is lossless."""
-    import tifffile
 
-    tags = metadata.get("tiff_tags", {})
-    own = {270, 305, 306}  # written by tifffile's own arguments
-    extratags = [(tag, "s", 0, value, True) for tag, value in tags.items() if tag not in own]
-    if metadata.get("icc_profile"):  # tag 34675 (InterColorProfile), UNDEFINED bytes: every tifffile version writes it
-        extratags.append((34675, 7, len(metadata["icc_profile"]), metadata["icc_profile"], True))
-    buffer = io.BytesIO()
-    tifffile.imwrite(
-        buffer,
-        pixels,
-        photometric="minisblack" if pixels.ndim == 2 else "rgb",
-        extrasamples=("unassalpha",) if pixels.ndim == 3 and pixels.shape[2] == 4 else None,
-        compression="zlib",
-        description=tags.get(270),
-        software=tags.get(305, ""),
-        datetime=tags.get(306),
-        metadata=None,
-        resolution=metadata.get("dpi"),
-        extratags=extratags,
-    )
-    return buffer.getvalue()
-
-
-def png_with_metadata(png: bytes, metadata: dict) -> bytes:
-    """A PNG stream with the ICC profile, EXIF and text chunks added after its header (OpenCV writes none)."""
-    chunks = []
-    if metadata.get("icc_profile"):
-        chunks.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(metadata["icc_profile"])))
-    if metadata.get("exif"):
-        exif = metadata["exif"]
-        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    for key, value in metadata.get("text", {}).items():
-        keyword = key.encode("latin-1", "replace")[:79]
-        try:
-            chunks.append(_png_chunk(b"tEXt", keyword + b"\0" + value.encode("latin-1")))
-        except UnicodeEncodeError:
-            chunks.append(_png_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + value.encode("utf-8")))
-    header_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC
-    return png[:header_end] + b"".join(chunks) + png[header_end:]
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)

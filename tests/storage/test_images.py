@@ -84,7 +84,7 @@ def test_sixteen_bit_orientation_is_applied_once(image_format):
 
     deep = picture(dtype=np.uint16)
     if image_format == ".png":
-        from lib_codeformer.storage.images import png_with_metadata
+        from lib_codeformer.storage.formats.png import png_with_metadata
 
         png = cv2.imencode(".png", cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))[1].tobytes()
         data = png_with_metadata(png, {"exif": exif_with_orientation(6)})
@@ -100,7 +100,7 @@ def test_sixteen_bit_png_keeps_depth_text_icc_and_exif():
     deep = picture(dtype=np.uint16)
     png = cv2.imencode(".png", cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))[1].tobytes()
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    from lib_codeformer.storage.images import png_with_metadata
+    from lib_codeformer.storage.formats.png import png_with_metadata
 
     source = png_with_metadata(png, {"text": {"parameters": "a photo, Steps: 20", "comment": "naïve ☃"}, "icc_profile": profile})
     loaded, written = round_trip(source)
