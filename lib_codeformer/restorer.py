@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .acceleration import accelerate, buffers
+from .acceleration import accelerate, buffers, cpu_layout
 from .errors import SetupError, WeightsError
 from .faces import compositing, geometry
 from .faces.detection import DEFAULT_CONFIDENCE, DETECTION_MAX_SIDE, create_detector, detect_faces, model_file_path
@@ -171,6 +171,7 @@ class FaceRestorer:
         self.device = checked_device(device)
         self.model_dirs = list(model_dirs)
         self.detector_model_dirs = list(detector_model_dirs)
+        self._batch_size_given = batch_size is not None
         self.batch_size = batch_size if batch_size is not None else default_batch_size(self.device)
         self.precision = precision
         self.download = download
@@ -238,11 +239,20 @@ class FaceRestorer:
             return self._parser
 
     def to(self, device: torch.device | str) -> FaceRestorer:
-        """Move every loaded model (network, detectors, parser) to ``device``; later loads go there too."""
+        """Move every loaded model (network, detectors, parser) to ``device``; later loads go there too.
+
+        ``device`` is checked as the constructor checks it (ValueError); the
+        memory layout that is fastest there is applied again, and the batch
+        size, unless one was given, is chosen anew for the device.
+        """
+        target = checked_device(device)
+        check_precision(self.precision, target)
         with self._lock:
-            self.device = torch.device(device)
+            self.device = target
+            if not self._batch_size_given:
+                self.batch_size = default_batch_size(target)
             if self._network is not None:
-                self._network.to(self.device)
+                cpu_layout(self._network.to(target))
             for detector in self._detectors.values():
                 if hasattr(detector, "to"):
                     detector.to(self.device)
@@ -300,7 +310,7 @@ class FaceRestorer:
         canvases = [self._canvas(image, settings) for image in images]
         timings = {"detect": 0.0, "network": 0.0, "paste": 0.0}
         if settings.aligned:
-            faces = [self._restore_aligned_image(canvas, settings) for canvas in canvases]
+            faces = self._restore_aligned(canvases, settings, progress, should_stop, timings)
             return [
                 RestoreResult(canvas.pixels.give_back(canvas.output), found, "none (aligned input)", timings, canvas.changed)
                 for canvas, found in zip(canvases, faces, strict=True)
@@ -437,30 +447,69 @@ class FaceRestorer:
             parsed = iter(parser.face_masks(_network_in(present)))
         return [box if face is None else compositing.parsing_mask(next(parsed), box) for face in restored]
 
-    def _restore_aligned_image(self, canvas: _Canvas, settings: RestoreOptions) -> list[FaceResult]:
-        import cv2
+    def _restore_aligned(
+        self,
+        canvases: list[_Canvas],
+        settings: RestoreOptions,
+        progress: Progress | None,
+        should_stop: ShouldStop | None,
+        timings: dict[str, float],
+    ) -> list[list[FaceResult]]:
+        """Each image is one aligned face: resized to 512 x 512 (each side on its own), restored in batches like
+        detected faces (progress, stop and timings alike), resized back and blended over the whole image."""
+        size = geometry.FACE_SIZE
+        faces: list[list[FaceResult]] = []
+        work = []
+        for canvas in canvases:
+            height, width = canvas.pixels.array.shape[:2]
+            if canvas.pixels.is_empty:
+                faces.append([])
+                continue
+            landmarks = geometry.FFHQ_TEMPLATE_512 * (width / size, height / size)
+            face = FaceResult((0.0, 0.0, float(width), float(height)), 1.0, landmarks)
+            faces.append([face])
+            work.append((canvas, face))
+        total = len(work)
+        for start in range(0, total, self.batch_size):
+            if should_stop is not None and should_stop():
+                for _, face in work[start:]:
+                    face.reason = "interrupted"
+                break
+            started = time.perf_counter()
+            batch = work[start : start + self.batch_size]
+            crops = [compositing.resize_each_side(_aligned_pixels(canvas), size, size) for canvas, _ in batch]
+            network_started = time.perf_counter()
+            restored = self._run_network(crops, settings.fidelity, [face for _, face in batch])
+            network_seconds = time.perf_counter() - network_started
+            for (canvas, face), crop, result in zip(batch, crops, restored, strict=True):
+                if result is not None:
+                    self._paste_aligned(canvas, face, result, crop, settings)
+            timings["network"] += network_seconds
+            timings["paste"] += time.perf_counter() - started - network_seconds
+            if progress is not None:
+                progress(min(start + self.batch_size, total), total)
+        return faces
 
+    @staticmethod
+    def _paste_aligned(
+        canvas: _Canvas, face: FaceResult, restored: np.ndarray, crop: np.ndarray, settings: RestoreOptions
+    ) -> None:
         pixels = canvas.pixels
         height, width = pixels.array.shape[:2]
-        if pixels.is_empty:
-            return []
-        size = geometry.FACE_SIZE
-        crop = compositing.as_rgb_float(pixels, pixels.array)
-        if (height, width) != (size, size):
-            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if height > size else cv2.INTER_CUBIC)
-        face = FaceResult(
-            (0.0, 0.0, float(width), float(height)), 1.0, geometry.FFHQ_TEMPLATE_512 * (width / size, height / size)
-        )
-        restored = self._run_network([crop], settings.fidelity, [face])[0]
-        if restored is None:
-            return [face]
-        result = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
-        if (height, width) != (size, size):
-            result = cv2.resize(result, (width, height), interpolation=cv2.INTER_AREA if height < size else cv2.INTER_CUBIC)
-        compositing.blend_into(canvas.output, result, np.full((height, width), settings.blend, np.float32), pixels)
+        try:
+            finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
+            finished = compositing.resize_each_side(finished, width, height)
+            compositing.blend_into(canvas.output, finished, np.full((height, width), settings.blend, np.float32), pixels)
+        except Exception as error:  # one face's failure never loses the image
+            logger.exception("pasting a restored face failed")
+            face.reason = f"paste-back failed: {error}"
+            return
         canvas.changed.append((0, 0, width, height))
         face.restored = True
-        return [face]
+
+
+def _aligned_pixels(canvas: _Canvas) -> np.ndarray:
+    return compositing.as_rgb_float(canvas.pixels, canvas.pixels.array)
 
 
 def _network_in(crops: list[np.ndarray]) -> torch.Tensor:

@@ -233,6 +233,72 @@ def test_aligned_mode_skips_detection(small_model, astronaut):
     assert smaller.image.shape == (256, 256, 3)
 
 
+def test_aligned_faces_go_through_batches_with_progress_stop_and_timings(astronaut):
+    network = IdentityNetwork()
+    restorer = FaceRestorer(network, detector="yunet", device="cpu", batch_size=2)
+    faces = [cv2.resize(np.roll(face_crop(astronaut), shift, axis=1), (512, 512)) for shift in range(5)]
+    calls = []
+    results = restorer.restore_many(faces, aligned=True, progress=lambda done, total: calls.append((done, total)))
+    assert network.batch_sizes == [2, 2, 1] and calls == [(2, 5), (4, 5), (5, 5)]
+    assert all(result.restored_count == 1 for result in results)
+    assert results[0].timings["network"] > 0 and results[0].timings["paste"] > 0 and results[0].timings["detect"] == 0
+    network.batch_sizes.clear()
+    stopped = restorer.restore_many(faces, aligned=True, should_stop=lambda: bool(network.batch_sizes))
+    assert network.batch_sizes == [2]  # asked between batches: the first batch ran, the rest did not
+    assert [result.faces[0].reason for result in stopped] == [None, None, "interrupted", "interrupted", "interrupted"]
+    assert all(np.array_equal(result.image, face) for result, face in zip(stopped[2:], faces[2:], strict=True))
+
+
+def test_resizing_takes_each_side_on_its_own():
+    """Area averaging where a side shrinks, bicubic where it grows, nothing where it keeps its length (exact)."""
+    from lib_codeformer.faces.compositing import resize_each_side
+
+    stripes = np.tile(np.array([0.0, 1.0], np.float32), (3, 4))  # 3 rows of 0, 1, 0, 1, ...
+    shrunk = resize_each_side(stripes, 4, 3)
+    np.testing.assert_array_equal(shrunk, np.full((3, 4), 0.5, np.float32))  # no aliasing: each pair averaged
+    assert resize_each_side(stripes, 8, 3) is stripes  # unchanged sides are not resampled
+    column = np.array([[0.0], [1.0]], np.float32)
+    grown = resize_each_side(column, 1, 4)
+    np.testing.assert_array_equal(grown, cv2.resize(column, (1, 4), interpolation=cv2.INTER_CUBIC))
+
+
+def test_a_non_square_aligned_input_is_resized_side_by_side_and_back(astronaut):
+    seen = []
+
+    class Recording(IdentityNetwork):
+        def forward(self, x, w=0.0, adain=False, **_):
+            seen.append(x.clone())
+            return super().forward(x, w, adain)
+
+    restorer = FaceRestorer(Recording(), detector="yunet", device="cpu")
+    wide = np.ascontiguousarray(cv2.resize(face_crop(astronaut), (1024, 256)))
+    wide[:, ::2] = 0  # stripes a shrink by the height's filter alone would alias
+    result = restorer.restore(wide, aligned=True)
+    assert result.image.shape == wide.shape and result.restored_count == 1
+    from lib_codeformer.faces.compositing import resize_each_side
+
+    expected = resize_each_side(wide.astype(np.float32) / 255.0, 512, 512)
+    network_input = ((seen[0][0].permute(1, 2, 0).numpy() + 1.0) / 2.0).astype(np.float32)
+    np.testing.assert_allclose(network_input, expected, atol=1e-6)
+
+
+def test_moving_checks_the_device_reapplies_the_layout_and_chooses_the_batch_size(small_model):
+    restorer = FaceRestorer(small_model, detector="yunet", device="cpu")
+    for wrong in ("cuda:7", "bogus", "tpu"):
+        with pytest.raises(ValueError, match="device"):
+            restorer.to(wrong)
+    assert restorer.device == torch.device("cpu")
+    network = restorer.network
+    network.to(memory_format=torch.contiguous_format)  # as a model comes back from a GPU
+    restorer.batch_size = 7
+    restorer.to("cpu")
+    conv = next(module for module in network.modules() if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert restorer.batch_size == 2  # chosen for the device again: none was given
+    given = FaceRestorer(small_model, detector="yunet", device="cpu", batch_size=3).to("cpu")
+    assert given.batch_size == 3
+
+
 def test_invalid_options_are_rejected_with_the_reason(small_restorer, astronaut):
     with pytest.raises(ValueError, match=r"fidelity must be a number in \[0, 1\].*faces must be one of"):
         small_restorer.restore(astronaut, fidelity=2, faces="leftmost")

@@ -27,12 +27,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 
-from ..storage.atomic import process_alive
+from ..storage.atomic import atomic_output, remove_stale
 from ..storage.model_files import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -46,8 +44,6 @@ ENV_FLAGS = "CODEFORMER_KERNEL_FLAGS"
 # (1.6 s and 2.2 s against 2.4 s, on an AVX-512 CPU whose PyTorch uses AVX-512);
 # the 4-float build (SSE, NEON) took 3.8 s there, so elsewhere PyTorch's are kept.
 MIN_VECTOR_FLOATS = 8
-# A build older than this that is still in its temporary folder was killed (builds take seconds).
-_STALE_BUILD_SECONDS = 3600
 
 
 class Kernel:
@@ -205,21 +201,17 @@ def _publish_build(folder: Path) -> None:
     builds that were killed are removed here.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(folder.parent)
-    scratch = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=folder.parent))
+    remove_stale(folder.parent, recursive=False)
     try:
-        library = scratch / _LIBRARY
-        _compile(library)
-        verdict = {"sha256": _sha256(library), "verdict": vet_in_child(library)}
-        (scratch / _VERDICT).write_text(json.dumps(verdict))
-        try:
-            os.rename(scratch, folder)
-            logger.info("Built the fast convolution kernel: %s (self-test: %s)", library.name, verdict["verdict"])
-        except OSError:
-            if not (folder / _VERDICT).exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with atomic_output(folder, folder=True) as scratch:
+            library = scratch / _LIBRARY
+            _compile(library)
+            verdict = {"sha256": _sha256(library), "verdict": vet_in_child(library)}
+            (scratch / _VERDICT).write_text(json.dumps(verdict))
+        logger.info("Built the fast convolution kernel: %s (self-test: %s)", library.name, verdict["verdict"])
+    except OSError:
+        if not (folder / _VERDICT).exists():  # else another process published the same build first
+            raise
 
 
 def _compile(library: Path) -> None:
@@ -231,17 +223,6 @@ def _compile(library: Path) -> None:
             return
         errors.append(result.stderr.strip()[-500:])
     raise RuntimeError(f"{' '.join(compiler)} could not build {SOURCE.name}: {errors[-1]}")
-
-
-def _remove_stale_builds(kernels: Path) -> None:
-    for leftover in kernels.glob(".build-*"):
-        try:
-            pid = int(leftover.name.split("-")[1])
-            alive = pid != os.getpid() and process_alive(pid)
-            if not alive or time.time() - leftover.stat().st_mtime > _STALE_BUILD_SECONDS:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except (ValueError, IndexError, OSError):
-            continue
 
 
 _CHILD_TEST = "import sys; from lib_codeformer.acceleration import winograd; sys.exit(winograd.child_self_test(sys.argv[1]))"

@@ -40,6 +40,18 @@ def as_rgb_float(pixels: Pixels, crop: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(crop[:, :, :3])
 
 
+def resize_each_side(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` resized to ``width`` x ``height``, each side with the filter its own change needs: area averaging
+    where it shrinks (no aliasing), bicubic where it grows. A side that keeps its length is not resampled."""
+    if image.shape[1] != width:
+        shrink = image.shape[1] > width
+        image = cv2.resize(image, (width, image.shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if image.shape[0] != height:
+        shrink = image.shape[0] > height
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return image
+
+
 def _skin_weights(size: int = geometry.FACE_SIZE) -> np.ndarray:
     """Where colour statistics are measured: a soft disc over the cheeks, nose and mouth of the template."""
     yy, xx = np.mgrid[0:size, 0:size] / (size / geometry.FACE_SIZE)

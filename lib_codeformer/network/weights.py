@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import WeightsError
+from ..storage.atomic import atomic_output
 from .arch import CodeFormer
 from .checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
 
@@ -247,10 +248,7 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
         raise WeightsError(f"convert writes .safetensors files; {destination} has another extension.")
     state_dict = _unwrap(read_state_dict(source), str(source))
     load_codeformer(state_dict)  # refuses anything that is not a usable CodeFormer
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    save_file(
-        {k: v.contiguous() for k, v in state_dict.items()}, str(partial), metadata={"format": "pt", "network": "CodeFormer"}
-    )
-    os.replace(partial, destination)
+    tensors = {key: value.contiguous() for key, value in state_dict.items()}
+    with atomic_output(destination) as partial:
+        save_file(tensors, str(partial), metadata={"format": "pt", "network": "CodeFormer"})
     return destination

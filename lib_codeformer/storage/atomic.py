@@ -1,6 +1,8 @@
 """Writing files so that no reader ever sees half of one: a temporary name in the target's folder, then a rename.
 
-Temporary files are named ``.<target name>.codeformer-<pid>-<random>.part``:
+Every file the project writes goes this way: images, videos, downloaded
+weights, converted weights, the compiled kernel's folder (``atomic_output``).
+Temporaries (files, or folders) are named ``.<target name>.codeformer-<pid>-<random>.part``:
 hidden, recognisably ours, and carrying the id of the process that owns the
 write, so that a later run can remove those a killed process left behind
 (``remove_stale``) without touching a temporary file another live run is
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _MARK = "codeformer"
@@ -46,16 +50,44 @@ def temporary_file(target: Path, owner: int | None = None) -> Path:
     return Path(name)
 
 
+def temporary_folder(target: Path, owner: int | None = None) -> Path:
+    """A new, empty temporary folder next to ``target``, named as temporary files are."""
+    pid = os.getpid() if owner is None else owner
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{_MARK}-{pid}-", suffix=".part", dir=target.parent))
+
+
+@contextmanager
+def atomic_output(target: Path, owner: int | None = None, *, folder: bool = False) -> Iterator[Path]:
+    """A temporary file (or folder) next to ``target`` to write; renamed onto ``target`` when the block ends
+    without an error, removed when it raises or is interrupted. A killed process leaves it for ``remove_stale``.
+
+    A folder is renamed only where ``target`` does not exist yet (``FileExistsError`` or another ``OSError``
+    otherwise, after the temporary folder is removed): two processes publishing one folder keep the first.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_folder(target, owner) if folder else temporary_file(target, owner)
+    try:
+        yield temporary
+        if folder:
+            os.rename(temporary, target)
+        else:
+            move_into_place(temporary, target)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
 def atomic_write_bytes(target: Path, data: bytes, owner: int | None = None) -> None:
     """Write ``data`` to ``target`` through a temporary file; on any failure or interruption nothing is left."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_file(target, owner)
-    try:
+    with atomic_output(target, owner) as temporary:
         temporary.write_bytes(data)
-        move_into_place(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def is_temporary(path: Path) -> bool:
@@ -63,7 +95,8 @@ def is_temporary(path: Path) -> bool:
 
 
 def remove_stale(folder: Path, *, recursive: bool = True) -> list[Path]:
-    """Remove temporary files of ours that no live process is writing (left by a killed run); returns them."""
+    """Remove temporaries of ours (files and folders) that no live process is writing (left by a killed run);
+    returns them."""
     removed = []
     for path in _temporaries(folder, recursive):
         match = _TEMPORARY.match(path.name)
@@ -71,7 +104,7 @@ def remove_stale(folder: Path, *, recursive: bool = True) -> list[Path]:
             pid = int(match.group(1)) if match else -1
             old = time.time() - path.stat().st_mtime > STALE_SECONDS
             if old or not process_alive(pid):
-                path.unlink()
+                _remove(path)
                 removed.append(path)
         except OSError:
             continue
@@ -85,7 +118,7 @@ def remove_owned(folder: Path, owner: int) -> list[Path]:
     for path in _temporaries(folder, recursive=True):
         match = _TEMPORARY.match(path.name)
         if match and int(match.group(1)) == owner:
-            path.unlink(missing_ok=True)
+            _remove(path)
             removed.append(path)
     return removed
 
@@ -94,7 +127,9 @@ def _temporaries(folder: Path, recursive: bool) -> Iterator[Path]:
     if not folder.is_dir():
         return
     pattern = f"**/.*.{_MARK}-*.part" if recursive else f".*.{_MARK}-*.part"
-    yield from (path for path in folder.glob(pattern) if path.is_file() and is_temporary(path))
+    found = sorted(path for path in folder.glob(pattern) if is_temporary(path))
+    # A temporary folder's own contents are not looked at again.
+    yield from (path for path in found if not any(is_temporary(parent) for parent in path.parents))
 
 
 def process_alive(pid: int) -> bool:

@@ -14,7 +14,6 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DownloadError, WeightsError
-from .atomic import move_into_place
+from .atomic import atomic_output, remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -160,19 +159,16 @@ def download_file(
         with FileLock(str(target_dir / f".{model.filename}.lock")):
             if target.is_file() and target.stat().st_size > 0:
                 return target  # another process finished it while this one waited
-            for stale in target_dir.glob(f".{model.filename}.*.part"):
-                stale.unlink(missing_ok=True)
+            remove_stale(target_dir, recursive=False)  # what a download killed mid-way left
             return _download_locked(model, target, progress, timeout, hint)
     except OSError as error:
         raise DownloadError(f"Cannot write to {target_dir} ({error}). {hint}") from None
 
 
 def _download_locked(model: ModelFile, target: Path, progress: bool, timeout: float, hint: str) -> Path:
-    handle, partial_name = tempfile.mkstemp(prefix=f".{model.filename}.", suffix=".part", dir=target.parent)
-    partial = Path(partial_name)
     logger.info("Downloading %s to %s", model.url, target)
-    try:
-        with os.fdopen(handle, "wb") as out:
+    with atomic_output(target) as partial:
+        with open(partial, "wb") as out:
             digest, received = _fetch(model, out, progress, timeout, hint)
         if model.size is not None and received != model.size:
             raise DownloadError(f"Download of {model.url} stopped after {received} of {model.size} bytes. {hint}")
@@ -187,10 +183,6 @@ def _download_locked(model: ModelFile, target: Path, progress: bool, timeout: fl
             except (WeightsError, ValueError, OSError) as error:
                 message = f"Downloaded {model.url}, but it is not the expected file ({error}); it was deleted. {hint}"
                 raise DownloadError(message) from None
-        move_into_place(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return target
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..storage.atomic import move_into_place, temporary_file
+from ..storage.atomic import atomic_output
 from . import decoding
 from .containers import Source, import_av, is_animated_webp, name_of, output_container
 from .decoding import AudioPacket, VideoSpec
@@ -38,20 +38,14 @@ class Transcoded:
 
 
 @contextlib.contextmanager
-def _output_target(destination: Source, container_name: str) -> Iterator[tuple[Any, Path | None]]:
-    """What to write into: a temporary file beside the destination (renamed by the caller), or the stream given."""
+def _output_target(destination: Source) -> Iterator[Any]:
+    """What to write into: a temporary file beside the destination (``storage.atomic``: renamed onto it when
+    complete, removed on failure, left for the next run's clean-up if this process is killed), or the stream given."""
     if not isinstance(destination, (str, os.PathLike)):
-        yield destination, None
+        yield destination
         return
-    final = Path(destination)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_file(final)
-    try:
-        with open_for_writing(temporary) as stream:
-            yield stream, temporary
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_output(Path(destination)) as temporary, open_for_writing(temporary) as stream:
+        yield stream
 
 
 def open_for_writing(path: Path) -> IO[bytes]:
@@ -95,10 +89,9 @@ def transcode(
             items = decoding.frames_and_audio(av, container, video, audio_streams, spec, encoding.frames, name)
             spec.metadata = {key: value for key, value in container.metadata.items() if key.lower() not in decoding.FORMAT_TAGS}
         total = decoding.expected_frames(spec, encoding.frames)
-        with _output_target(destination, container_name) as (target, temporary):
+        with _output_target(destination) as target:
             result = _write(av, target, container_name, spec, encoding, items, audio_streams, process, progress, total, name)
-        if temporary is not None:
-            move_into_place(temporary, Path(destination))
+        if isinstance(destination, (str, os.PathLike)):
             result.destination = Path(destination)
         return result
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from lib_codeformer.acceleration import kernel_build, winograd
 from lib_codeformer.acceleration.layers import FastConv3x3
+from lib_codeformer.storage.atomic import is_temporary
 from lib_codeformer.testing.machine import cpu_family
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -472,7 +473,7 @@ def test_two_processes_building_at_once_publish_one_build_and_leave_nothing(tmp_
     kernels = tmp_path / "kernels"
     kernels.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
-    leftover = kernels / f".build-{int(dead)}-abc"  # what a killed build leaves
+    leftover = kernels / f".winograd-0123.codeformer-{int(dead)}-abc.part"  # what a killed build leaves
     leftover.mkdir()
     (leftover / "winograd.so").write_bytes(b"half")
     command = [sys.executable, "-c", CHECK]
@@ -481,7 +482,7 @@ def test_two_processes_building_at_once_publish_one_build_and_leave_nothing(tmp_
     builds.append(subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [build.communicate(timeout=300) for build in builds]
     assert all("available True close True" in out for out, _ in outputs), outputs
-    assert [path.name for path in kernels.iterdir() if path.name.startswith(".build-")] == []
+    assert [path.name for path in kernels.iterdir() if is_temporary(path)] == []
     (published,) = [path for path in kernels.iterdir() if path.is_dir()]
     assert sorted(path.name for path in published.iterdir()) == ["verdict.json", "winograd.so"]
     again = run_python(CHECK, CODEFORMER_CACHE=str(tmp_path))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +16,11 @@ from video_clips import decoded, write_clip
 from lib_codeformer.frontends import cli
 from lib_codeformer.frontends.cli.config import read_config
 from lib_codeformer.options import DEFAULT_DETECT_EVERY
+from lib_codeformer.storage.atomic import is_temporary
 from lib_codeformer.video.containers import VIDEO_SUFFIXES, is_video_file
 from lib_codeformer.video.smoothing import UNSMOOTHED
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(argv: list[str], restorer) -> int:
@@ -90,3 +97,36 @@ def test_which_files_are_videos(media):
     assert is_video_file(media / "a.mp4") and is_video_file(media / "moving.gif")
     assert not is_video_file(media / "still.gif") and not is_video_file(media / "photo.png")
     assert {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp"} <= VIDEO_SUFFIXES
+
+
+def test_a_video_run_killed_mid_write_leaves_a_temporary_the_next_run_removes(tmp_path, face_frames, small_weights_file, capsys):
+    """SIGKILL gives no chance to clean up: the partial output keeps the project's temporary name, so the next run
+    into that folder recognises it (its writer is dead) and removes it."""
+    (tmp_path / "in").mkdir()
+    source = write_clip(tmp_path / "in" / "long.mkv", face_frames(60), codec="ffv1")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lib_codeformer", "restore", str(source), "--output", str(out), "--quiet"]
+    command += ["--video-codec", "ffv1"]  # written frame by frame (x264 holds frames back for its look-ahead)
+    command += ["--weights", str(small_weights_file), "--detector", "yunet"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and any(is_temporary(path) and path.stat().st_size for path in out.iterdir())):
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the video run never started writing"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)  # mid-write: frames are in the temporary file, the run is not done
+    finally:
+        process.kill()
+        process.wait(60)
+    leftovers = [path for path in out.iterdir() if is_temporary(path)]
+    assert leftovers and leftovers[0].stat().st_size > 0
+    assert not (out / "long.mkv").exists()  # nothing half-written under the real name
+    photo = tmp_path / "next" / "photo.png"
+    photo.parent.mkdir()
+    Image.fromarray(face_frames(1)[0]).save(photo)
+    weights = ["--weights", str(small_weights_file), "--detector", "yunet", "--quiet"]
+    status = cli.main(["restore", str(photo), "--output", str(out), *weights])
+    assert status == 0
+    assert f"removed {leftovers[0]}, left by an interrupted run" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["photo.png"]
