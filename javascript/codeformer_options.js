@@ -2,7 +2,7 @@
 const codeformerExtHelp = {
     "fidelity": "How much of the input face to keep. 0 rebuilds the face from CodeFormer's codebook (cleanest, may look less like the person); 1 keeps the most of the input (most faithful, keeps more of its defects).",
     "visibility": "Blend the whole restored image with the input: 1 shows only the result.",
-    "detector": "retinaface_resnet50: what AUTOMATIC1111 uses (104 MB download). retinaface_mobile0.25: smaller, less accurate. yunet: built in, no download (used automatically when RetinaFace cannot be had).",
+    "detector": "auto: RetinaFace-ResNet50 where it can be had, else YuNet (the image's info says which ran). retinaface_resnet50: what AUTOMATIC1111 uses (104 MB download). retinaface_mobile0.25: smaller, less accurate. yunet: built in, no download.",
     "confidence": "Faces the detector is less sure of are ignored. 0: the detector's default (0.97 RetinaFace, 0.8 YuNet). Lower it to catch small or turned faces, raise it if non-faces get restored.",
     "faces": "all: every face found; largest: only the biggest; center: only the one nearest the image centre.",
     "max_faces": "Restore at most this many faces, the largest first (0: no limit).",

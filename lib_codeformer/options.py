@@ -38,8 +38,8 @@ from typing import Any
 # comfortably inside a 24 GB machine; a 16k x 6k panorama still fits).
 DEFAULT_MAX_PIXELS = 100_000_000
 
-DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25", "yunet")
-DEFAULT_DETECTOR = "retinaface_resnet50"
+DETECTORS = ("auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet")
+DEFAULT_DETECTOR = "auto"
 FACE_SELECTIONS = ("all", "largest", "center")
 MASKS = ("box", "parsing")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -299,8 +299,9 @@ OPTIONS: tuple[Option, ...] = (
         str,
         None,
         "Face detector",
+        "auto: RetinaFace-ResNet50 where it can be had, else YuNet (the image's info says which ran). "
         "retinaface_resnet50: what AUTOMATIC1111 uses (104 MB download). retinaface_mobile0.25: smaller, less accurate. "
-        "yunet: built in, no download (used automatically when RetinaFace cannot be had).",
+        "yunet: built in, no download.",
         _ALL_BUT_PANEL,
         choices=DETECTORS,
         none_means=f"the restorer's own ({DEFAULT_DETECTOR} unless it was made with another)",

@@ -33,7 +33,7 @@ from .faces.pixels import Pixels, is_grayscale, to_pixels
 from .faces.selection import FaceResult, choose_faces, face_from_landmarks
 from .network.inference import check_precision, restore_aligned
 from .network.weights import WeightsSource, load_codeformer
-from .options import DETECTORS, RestoreOptions
+from .options import DEFAULT_DETECTOR, DETECTORS, RestoreOptions
 from .storage.model_files import CODEFORMER, WeightsAdvice, default_cache_dir, locate_weights, manual_hint
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class FaceRestorer:
         self,
         weights: WeightsSource | torch.nn.Module | None = None,
         *,
-        detector: str = "retinaface_resnet50",
+        detector: str = DEFAULT_DETECTOR,
         device: torch.device | str | None = None,
         model_dirs: Sequence[str | os.PathLike] = (),
         detector_model_dirs: Sequence[str | os.PathLike] = (),

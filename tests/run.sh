@@ -9,6 +9,7 @@
 #   2. .venv-forge: Forge f2.0.1's set (torch 2.3.1, torchvision 0.18.1, gradio 4.40, pydantic 2, numpy 1.26).
 #   3. .venv-a1111: AUTOMATIC1111 1.10's set, the floor (torch 2.1.2, torchvision 0.16.2, numpy 1.26.2,
 #      gradio 3.41.2, fastapi 0.94, pydantic 1, Pillow 9.5).
+# Between them, the package as users install it (tests/installed_package.sh): a wheel in a clean environment.
 # Environments 2 and 3 are installed in the background while the first one's tests run (downloads beside
 # computation). Extra arguments are passed to every pytest run.
 set -euo pipefail
@@ -32,7 +33,9 @@ trap 'kill -- -"$installing" 2>/dev/null || true' EXIT
 .venv/bin/pip install -q aiofiles ffmpy pydub uvicorn semantic-version altair python-multipart "websockets<12" \
     "huggingface-hub<1" orjson importlib-resources jinja2 pandas markupsafe
 .venv/bin/ruff check .
+.venv/bin/python -m lib_codeformer.options --check  # the generated tooltips and option tables are current
 .venv/bin/python -m pytest "$@"
+bash tests/installed_package.sh
 
 if ! wait "$installing"; then
     cat "$logs/install.log"

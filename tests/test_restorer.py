@@ -361,6 +361,22 @@ def test_retinaface_falls_back_to_yunet_with_one_warning(tmp_path, monkeypatch, 
     assert caplog.text.count("using the built-in YuNet detector") == 1
 
 
+def test_auto_is_retinaface_where_it_can_be_had_and_yunet_without_a_warning(tmp_path, monkeypatch, caplog):
+    from facexlib.detection.retinaface import RetinaFace
+
+    monkeypatch.setenv("CODEFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(detection, "_fallback_warned", type(detection._fallback_warned)())
+    with caplog.at_level(logging.INFO):
+        missing = detection.create_detector("auto", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
+    assert missing.name == "yunet"
+    assert "using the built-in YuNet detector" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]  # the default, not a fault
+    state = random_weights_like(RetinaFace(network_name="resnet50", half=False, device="cpu"), 2)
+    torch.save(state, tmp_path / "detection_Resnet50_Final.pth")
+    present = detection.create_detector("auto", device=torch.device("cpu"), model_dirs=[tmp_path], download=False)
+    assert present.name == "retinaface_resnet50"  # what runs, as the infotext says it
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak resident set from /proc")
 def test_very_large_image_memory_stays_bounded(astronaut):
     from pathlib import Path

@@ -166,12 +166,13 @@ def _model_files(detector: str, mask: str) -> list[tuple[str, Path]]:
     A RetinaFace file that cannot be had is left out: the actors then fall
     back to YuNet and say so, as the local command does.
     """
-    from ..faces.detection import RETINAFACE_MOBILE, RETINAFACE_RESNET50, model_file_path
+    from ..faces.detection import RETINAFACE_MOBILE, RETINAFACE_RESNET50, model_file_path, retinaface_of
     from ..faces.parsing import PARSENET
 
     found = []
-    if detector.startswith("retinaface_"):
-        model = RETINAFACE_RESNET50 if detector == "retinaface_resnet50" else RETINAFACE_MOBILE
+    wanted = retinaface_of(detector)
+    if wanted is not None:
+        model = RETINAFACE_RESNET50 if wanted == "retinaface_resnet50" else RETINAFACE_MOBILE
         try:
             found.append((model.filename, model_file_path(model, (), download=True)))
         except WeightsError as error:

@@ -7,8 +7,11 @@
   in the WebUI's ``models/GFPGAN`` folder or downloaded verified; loaded with
   ``weights_only=True`` like the CodeFormer weights.
 
-When RetinaFace cannot be had (facexlib missing, weights not downloadable),
-``create_detector`` falls back to ``yunet`` with one warning.
+``auto`` (the default) is RetinaFace-ResNet50 where it can be had and YuNet
+where it cannot (facexlib missing, weights neither on disk nor
+downloadable), said once in the log; a RetinaFace asked for by name that
+cannot be had falls back to ``yunet`` with one warning. The detector's
+``name`` is always the one that runs (the infotext and the API report it).
 
 Landmark order everywhere: viewer's left eye, right eye, nose tip, left and
 right mouth corner, as (x, y) in image pixels.
@@ -167,15 +170,24 @@ def model_file_path(model: ModelFile, model_dirs: Sequence[str | os.PathLike], d
 _fallback_warned = threading.Event()
 
 
+def retinaface_of(name: str) -> str | None:
+    """The RetinaFace detector that ``name`` asks for first (``auto``: ResNet50), or None for YuNet."""
+    if name == "auto":
+        return "retinaface_resnet50"
+    return name if name.startswith("retinaface_") else None
+
+
 def create_detector(
     name: str, *, device: torch.device, model_dirs: Sequence[str | os.PathLike] = (), download: bool = True
 ) -> YuNetDetector | RetinaFaceDetector:
-    """Build a detector by name; RetinaFace falls back to YuNet (one warning) when it cannot be had."""
+    """Build a detector by name; RetinaFace falls back to YuNet when it cannot be had (one warning, or for
+    ``auto`` one info line)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    if name == "yunet":
+    wanted = retinaface_of(name)
+    if wanted is None:
         return YuNetDetector()
-    network = name.removeprefix("retinaface_")
+    network = wanted.removeprefix("retinaface_")
     model = RETINAFACE_RESNET50 if network == "resnet50" else RETINAFACE_MOBILE
     try:
         return RetinaFaceDetector(network, model_file_path(model, model_dirs, download), device)
@@ -183,12 +195,13 @@ def create_detector(
         if not _fallback_warned.is_set():
             _fallback_warned.set()
             reason = str(error).split(". Download ")[0]  # the file's own hint follows below
-            logger.warning(
+            log = logger.info if name == "auto" else logger.warning
+            log(
                 "Face detector %s is unavailable (%s); using the built-in YuNet detector instead. "
                 "To use %s, put %s (from %s) in %s.",
-                name,
+                wanted,
                 reason,
-                name,
+                wanted,
                 model.filename,
                 model.url,
                 model_dirs[0] if model_dirs else default_cache_dir(),

@@ -25,9 +25,12 @@ written to a temporary name in the target folder and renamed when complete.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import threading
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -136,10 +139,36 @@ def read_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
         raise ImageFileError(f"{path}: {error}") from None
 
 
+# Pillow refuses images above its own limit (a decompression-bomb guard, 178956970 pixels) before ours is
+# asked; where a caller's limit is higher, it is raised to ours for that decode, under this lock.
+_pillow_limit_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int | None) -> Iterator[None]:
+    default = Image.MAX_IMAGE_PIXELS
+    if max_pixels is None or default is None or max_pixels <= default:
+        yield
+        return
+    with _pillow_limit_lock:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # asked for: our limit is checked
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = default
+
+
 def decode_image(data: bytes, max_pixels: int | None = None) -> LoadedImage:
-    """Decode image bytes: upright pixels, the format to write back, and the metadata to keep."""
+    """Decode image bytes: upright pixels, the format to write back, and the metadata to keep.
+
+    ``max_pixels`` is checked from the header, before any pixel is decoded;
+    it replaces Pillow's own guard where it is higher (a user who raised it
+    for a large scan gets it).
+    """
     try:
-        with Image.open(io.BytesIO(data), formats=READABLE_FORMATS) as opened:
+        with _pillow_limit(max_pixels), Image.open(io.BytesIO(data), formats=READABLE_FORMATS) as opened:
             width, height = opened.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLarge(f"{width} x {height} pixels is over the limit of {max_pixels} pixels")
@@ -179,10 +208,28 @@ def _decode_opened(opened: Image.Image, data: bytes) -> LoadedImage:
 
 
 def _pillow_array(image: Image.Image) -> np.ndarray:
-    """8-bit pixels as the pipeline takes them: gray, RGB and RGBA as they are; palettes and gray+alpha expanded."""
+    """Pixels as the pipeline takes them: gray, RGB and RGBA as they are; palettes and gray+alpha expanded;
+    32-bit and float samples as 16 bits where every value is a whole number in 0..65535 (else refused)."""
+    if image.mode in ("I", "I;32", "F") or image.mode.startswith(("I;32", "I;16")):
+        return _as_sixteen_bits(np.array(image))
     if image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     return np.array(image)
+
+
+def _as_sixteen_bits(samples: np.ndarray) -> np.ndarray:
+    """Wide samples as uint16, exactly; ImageFileError where that would change a value (nothing is clipped)."""
+    if samples.dtype == np.uint16:
+        return samples
+    low, high = (samples.min(), samples.max()) if samples.size else (0, 0)
+    integral = np.issubdtype(samples.dtype, np.integer)
+    whole = integral or bool(np.all(np.isfinite(samples)) and np.all(samples == np.round(samples)))
+    if not whole or low < 0 or high > 65535:
+        raise ImageFileError(
+            f"its {samples.dtype.itemsize * 8}-bit samples (from {low:g} to {high:g}) do not fit the 16 bits the restorer "
+            "works in, and would be changed; convert it to a 16-bit image first"
+        )
+    return samples.astype(np.uint16)
 
 
 def _decode_with_opencv(data: bytes) -> np.ndarray:

@@ -315,3 +315,25 @@ def test_an_unreadable_format_is_a_reported_failure_and_the_summary_is_printed(t
     assert status == 1
     assert "b.png" in captured.err and "not a readable image" in captured.err
     assert "1 images written, 1 faces restored, 0 skipped, 1 failed" in captured.out
+
+
+def test_the_output_folder_given_as_the_input_says_why_nothing_is_done(photos, small_weights_file, capsys):
+    """Results are never read as inputs: the input folder as --output would restore nothing, silently."""
+    assert run(str(photos), "-r", "--output", str(photos), "--weights", str(small_weights_file)) == 2
+    assert "is the input folder (or inside it)" in capsys.readouterr().err
+    assert sorted(path.name for path in photos.iterdir()) == ["a.png", "broken.png", "sub"]
+
+
+def test_an_empty_folder_is_said_and_subfolders_hinted(tmp_path, astronaut, small_weights_file, capsys):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut).save(tmp_path / "in" / "sub" / "a.png")
+    assert run(str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file)) == 0
+    err = capsys.readouterr().err
+    assert "no image or video found in" in err and "--recursive" in err
+
+
+def test_a_multi_page_tiff_says_only_its_first_page_was_restored(tmp_path, astronaut, small_weights_file, capsys):
+    pages = [Image.fromarray(astronaut), Image.fromarray(np.ascontiguousarray(astronaut[::-1]))]
+    pages[0].save(tmp_path / "scan.tiff", save_all=True, append_images=pages[1:])
+    assert run(str(tmp_path / "scan.tiff"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file)) == 0
+    assert "note: " in (err := capsys.readouterr().err) and "a TIFF of 2 pages: only the first page was restored" in err

@@ -15,6 +15,7 @@ from fake_webui import ROOT, FakeHost, PostprocessedImage, Processing
 from lib_codeformer.frontends.http_api import encode_png
 from lib_codeformer.frontends.webui import runtime as codeformer_webui
 from lib_codeformer.options import BY_KEY
+from lib_codeformer.version import __version__
 
 # The Extras step's controls, in the order the host passes them.
 EXTRAS_CONTROLS = (
@@ -181,7 +182,8 @@ def test_infotext_of_restore_faces(a1111, astronaut):
     p = Processing()
     a1111.restore_faces(astronaut)
     script.postprocess_image(p, PostprocessedImage(None))
-    assert p.extra_generation_params == {"CodeFormer fidelity": 0.5, "CodeFormer restored": "1/1", "CodeFormer detector": "yunet"}
+    expected = {"CodeFormer fidelity": 0.5, "CodeFormer restored": "1/1", "CodeFormer detector": "yunet"}
+    assert p.extra_generation_params == {**expected, "CodeFormer version": __version__}
     second = Processing()
     script.postprocess_image(second, PostprocessedImage(None))  # nothing restored since: nothing written
     assert second.extra_generation_params == {}
@@ -279,7 +281,7 @@ def test_api_restore(client, astronaut):
 def test_api_options_schema(client):
     options = {o["key"]: o for o in client.get("/codeformer/v1/options").json()["options"]}
     assert options["fidelity"]["default"] == 0.5 and options["fidelity"]["maximum"] == 1.0
-    assert options["detector"]["choices"] == ["retinaface_resnet50", "retinaface_mobile0.25", "yunet"]
+    assert options["detector"]["choices"] == ["auto", "retinaface_resnet50", "retinaface_mobile0.25", "yunet"]
 
 
 @pytest.mark.parametrize(
@@ -313,7 +315,7 @@ def test_extras_ui_builds_with_this_gradio(host):
         controls = host.postprocessing_classes[0]().ui()
     assert list(controls) == list(EXTRAS_CONTROLS)
     assert controls["fidelity"].label == "Fidelity w (0 = best quality, 1 = most faithful)"
-    assert controls["detector"].value == "retinaface_resnet50"
+    assert controls["detector"].value == "auto"  # RetinaFace where it can be had, else YuNet: what it shows is true
     assert all(c.elem_id.startswith("codeformer_ext_extras_") for key, c in controls.items() if key != "enable")
     # The help is each control's tooltip (javascript/codeformer_options.js), not printed under it a second time.
     assert not any(getattr(c, "info", None) for key, c in controls.items() if key != "enable")

@@ -11,6 +11,7 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from lib_codeformer.storage.images import (
     ImageFileError,
+    ImageTooLarge,
     LoadedImage,
     apply_orientation,
     check_writable,
@@ -220,3 +221,37 @@ def test_damaged_exif_is_dropped_with_a_note_not_fatal():
 def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(ImageFileError, match="over the limit"):
         decode_image(encoded(Image.new("1", (3000, 3000)), "PNG"), max_pixels=1000)
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_wide_samples_come_back_exactly_or_are_refused(mode):
+    """32-bit integer and float samples: kept exactly (as 16 bits) where they fit, else refused, never clipped."""
+    fitting = (np.arange(40 * 60).reshape(40, 60) * 27).astype(np.int32 if mode == "I" else np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(fitting, mode=mode).save(buffer, format="TIFF")
+    loaded = decode_image(buffer.getvalue())
+    assert loaded.pixels.dtype == np.uint16 and np.array_equal(loaded.pixels, fitting)
+    again = decode_image(encode_image(loaded.pixels, loaded))
+    assert np.array_equal(again.pixels, fitting)
+    for beyond in (fitting + 70000, fitting - 1, fitting + 0.5):
+        buffer = io.BytesIO()
+        Image.fromarray(beyond.astype(fitting.dtype), mode=mode).save(buffer, format="TIFF")
+        if mode == "I" and not float(beyond.flat[1]).is_integer():
+            continue  # an integer image cannot hold a half
+        with pytest.raises(ImageFileError, match="do not fit the 16 bits"):
+            decode_image(buffer.getvalue())
+
+
+def test_a_pixel_limit_above_pillows_own_guard_is_the_one_that_counts(monkeypatch):
+    """Pillow refuses images above its bomb guard before our limit is asked; a higher limit replaces it."""
+    from PIL import Image as PillowImage
+
+    monkeypatch.setattr(PillowImage, "MAX_IMAGE_PIXELS", 1000)  # as if this image were above Pillow's 179 Mpx
+    buffer = io.BytesIO()
+    PillowImage.fromarray(picture(100, 100)).save(buffer, format="PNG")
+    with pytest.raises(ImageTooLarge):
+        decode_image(buffer.getvalue())  # no limit of ours given: Pillow's guard holds
+    assert decode_image(buffer.getvalue(), max_pixels=20_000).pixels.shape == (100, 100, 3)
+    with pytest.raises(ImageTooLarge, match="over the limit of 9999 pixels"):
+        decode_image(buffer.getvalue(), max_pixels=9_999)
+    assert PillowImage.MAX_IMAGE_PIXELS == 1000  # put back

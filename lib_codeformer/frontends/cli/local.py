@@ -138,6 +138,8 @@ class _Run:
 
     def _images(self, work: list[tuple[Path, Path]], bar) -> None:
         """Read ahead and write behind in --jobs threads; the network runs here. A result counts once it is on disk."""
+        from tqdm import tqdm
+
         from ...storage.images import check_writable, read_image, write_image
 
         jobs, started = self.config.jobs, time.perf_counter()
@@ -151,6 +153,8 @@ class _Run:
                 try:
                     loaded = reads[index].result()
                     reads[index] = None  # let the decoded input go once restored
+                    for note in loaded.notes:  # what could not be kept as it was (pages, frames), and what was done
+                        tqdm.write(f"note: {source}: {note}", file=sys.stderr)
                     check_writable(loaded)
                     result = self.restorer.restore(loaded.pixels, **self.options)
                 except WeightsError:

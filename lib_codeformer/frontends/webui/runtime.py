@@ -21,9 +21,12 @@ from typing import Any
 import numpy as np
 
 from ... import options as option_specs
+from ...version import __version__
 
 logger = logging.getLogger("codeformer")
 
+# Which release restored an image, in its infotext and the Extras info (bug reports quote it).
+VERSION_KEY = "CodeFormer version"
 # Options written into the infotext when they differ from the default (fidelity always is).
 INFOTEXT_OPTIONS = ("faces", "max_faces", "min_face_size", "max_face_size", "blend", "mask", "color_correction", "confidence")
 INFOTEXT_KEYS = {option.key: option.infotext_key for option in option_specs.OPTIONS}
@@ -68,11 +71,12 @@ class Outcome:
     def infotext(self) -> dict[str, Any]:
         """Parameters for the image's infotext (txt2img/img2img) or the Extras info."""
         if self.error is not None:
-            return {"CodeFormer": f"not applied: {self.error}"}
+            return {"CodeFormer": f"not applied: {self.error}", VERSION_KEY: __version__}
         info: dict[str, Any] = {
             INFOTEXT_KEYS["fidelity"]: round(float(self.values.get("fidelity", option_specs.default("fidelity"))), 3),
             "CodeFormer restored": f"{self.faces_restored}/{self.faces_found}",
             "CodeFormer detector": self.detector,
+            VERSION_KEY: __version__,
         }
         defaults = option_specs.defaults()
         for key in INFOTEXT_OPTIONS:
