@@ -87,7 +87,7 @@ def fetch_group_photo(folder: Path) -> Path | None:
 class Automatic1111Path:
     """What AUTOMATIC1111 1.10's CodeFormer restorer does for one image (modules/face_restoration_utils.py)."""
 
-    def __init__(self, state_dict: dict[str, torch.Tensor], helper_weights: Path) -> None:
+    def __init__(self, state_dict: dict[str, torch.Tensor], helper_weights: Path, device: str = "cpu") -> None:
         import spandrel
         import spandrel_extra_arches
         from facexlib.detection.retinaface import RetinaFace
@@ -102,7 +102,8 @@ class Automatic1111Path:
             random_weights_like(ParseNet(in_size=512, out_size=512, parsing_ch=19), 2), helper_weights / "parsing_parsenet.pth"
         )
         spandrel_extra_arches.install()
-        self.net = spandrel.ModelLoader().load_from_state_dict({"params_ema": state_dict}).model.eval()
+        self.device = torch.device(device)
+        self.net = spandrel.ModelLoader().load_from_state_dict({"params_ema": state_dict}).model.eval().to(self.device)
         self.helper = FaceRestoreHelper(
             upscale_factor=1,
             face_size=512,
@@ -110,7 +111,7 @@ class Automatic1111Path:
             det_model="retinaface_resnet50",
             save_ext="png",
             use_parse=True,
-            device=torch.device("cpu"),
+            device=self.device,
             model_rootpath=str(helper_weights),
         )
 
@@ -129,12 +130,14 @@ class Automatic1111Path:
         network = 0.0
         for cropped in helper.cropped_faces:
             face = torch.from_numpy(cropped[:, :, ::-1].transpose(2, 0, 1).copy()).float().div(255.0)
-            face = face.sub(0.5).div(0.5).unsqueeze(0)
+            face = face.sub(0.5).div(0.5).unsqueeze(0).to(self.device)
             network_started = time.perf_counter()
             with torch.no_grad():
                 restored = self.net(face, weight=FIDELITY)[0]
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
             network += time.perf_counter() - network_started
-            restored = restored.squeeze(0).clamp(-1, 1).add(1).div(2).permute(1, 2, 0).numpy()[:, :, ::-1]
+            restored = restored.squeeze(0).clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy()[:, :, ::-1]
             helper.add_restored_face((restored * 255.0).round().astype(np.uint8))
         helper.get_inverse_affine(None)
         result = helper.paste_faces_to_input_image()

@@ -6,15 +6,18 @@ at start-up) costs nothing and does not import torch.
 
 Layout (imports go downwards only; ``tests/test_layering.py`` keeps it so):
 
-- ``errors``, ``options``, ``compat``, ``exports``, ``storage/``: shared leaves;
+- ``errors``, ``options``, ``compat``, ``exports``, ``version``, ``storage/``: shared leaves;
 - ``network/``: the pure network, its weights, running it on aligned faces;
 - ``acceleration/``: making a loaded network fast on this processor;
 - ``faces/``: detection, geometry, parsing, compositing, on arrays;
-- ``video/``: steady video, driving a restorer it is handed;
 - ``restorer``: ``FaceRestorer``, wiring the above together;
-- ``batch``, ``distributed/``: many files, on this machine or on a Ray
-  cluster (only ``distributed`` imports Ray, and only when used);
-- ``frontends/``: command line, HTTP route, WebUI runtime and controls.
+- clients of the restorer: ``video/`` (steady video), ``batch`` and
+  ``distributed/`` (many files, on this machine or on a Ray cluster; only
+  ``distributed`` imports Ray, and only when used);
+- ``frontends/``: command line, HTTP route, WebUI runtime and controls,
+  ComfyUI nodes; ``testing/``: the measurement harness of tests and benchmarks.
+
+See docs/layout.md.
 """
 
 from __future__ import annotations

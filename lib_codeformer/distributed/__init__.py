@@ -9,7 +9,7 @@ to install. Nothing below the front ends imports this package.
 
 - ``restore_images``: face restoration as a step of your own Ray Data
   pipeline (a Dataset of image bytes in, of restored bytes out).
-- ``command.restore_on_ray``: ``python -m lib_codeformer restore ... --ray``.
+- the command line's ``--ray`` (``frontends/cli/ray.py``) drives the same workers.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..network.weights import WeightsSource
-from ..options import DEFAULT_MAX_PIXELS, RestoreOptions, default
+from ..options import DEFAULT_DETECTOR, DEFAULT_MAX_PIXELS, RestoreOptions, default
 from ..storage.model_files import WeightsAdvice
 from .cluster import plan_actors, require_ray, share_models
 from .workers import RestoreBytes, WorkerSettings
@@ -21,7 +21,7 @@ def restore_images(
     images: Any,
     *,
     weights: WeightsSource | None = None,
-    detector: str = default("detector"),
+    detector: str = DEFAULT_DETECTOR,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "fp32",
@@ -43,7 +43,7 @@ def restore_images(
     ``faces`` (how many were restored) and ``error`` (null, or why the file
     failed). ``options`` are ``FaceRestorer.restore``'s (``fidelity=0.7``...);
     the other arguments are the command line's (see ``FaceRestorer`` and the
-    README's "Many machines"). Connects to Ray (``ray.init()``) if this
+    docs/ray.md). Connects to Ray (``ray.init()``) if this
     process is not connected yet.
     """
     ray = require_ray()

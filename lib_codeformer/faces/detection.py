@@ -4,8 +4,9 @@
   are compiled into the wheel, so it needs no download and works offline.
 - ``retinaface_resnet50`` (what AUTOMATIC1111 uses) and
   ``retinaface_mobile0.25``: facexlib's RetinaFace networks, with weights found
-  in the WebUI's ``models/GFPGAN`` folder or downloaded verified; loaded with
-  ``weights_only=True`` like the CodeFormer weights.
+  in the WebUI's ``models/GFPGAN`` folder or downloaded verified; read with
+  the project's own restricted reader, like the CodeFormer weights (no
+  pickled code is ever run).
 
 ``auto`` (the default) is RetinaFace-ResNet50 where it can be had and YuNet
 where it cannot (facexlib missing, weights neither on disk nor

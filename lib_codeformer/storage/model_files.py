@@ -160,6 +160,8 @@ def download_file(
             if target.is_file() and target.stat().st_size > 0:
                 return target  # another process finished it while this one waited
             remove_stale(target_dir, recursive=False)  # what a download killed mid-way left
+            for legacy in target_dir.glob(f".{model.filename}.*.part"):  # 0.1.0's names; the lock says nobody writes
+                legacy.unlink(missing_ok=True)
             return _download_locked(model, target, progress, timeout, hint)
     except OSError as error:
         raise DownloadError(f"Cannot write to {target_dir} ({error}). {hint}") from None

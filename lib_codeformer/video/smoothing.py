@@ -19,7 +19,7 @@ more than detection noise can explain (the flow lost the face, the face
 turned fast), the step grows to all of the detection (``snap``).
 
 Pure functions on numpy arrays: the parameters and their measured effect
-are in the README's Video section (``benchmarks/bench_video.py --smoothing``).
+are in docs/video.md and benchmarks/RESULTS.md (``benchmarks/bench_video.py --smoothing``).
 """
 
 from __future__ import annotations

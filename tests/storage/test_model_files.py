@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,7 +222,8 @@ def test_two_processes_download_once(server, tmp_path, monkeypatch):
 
 
 def test_a_crashed_download_is_cleaned_up_by_the_next(server, tmp_path):
-    stale = tmp_path / ".codeformer.pth.k3j2.part"
-    stale.write_bytes(PAYLOAD[:1000])  # what a killed process leaves
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    for stale in (tmp_path / f".codeformer.pth.codeformer-{int(dead)}-k3j2.part", tmp_path / ".codeformer.pth.k3j2.part"):
+        stale.write_bytes(PAYLOAD[:1000])  # what a killed process leaves (the second: as version 0.1.0 named it)
     download_file(model_at(f"{server}/good.pth"), tmp_path, progress=False)
     assert leftovers(tmp_path) == ["codeformer.pth"]

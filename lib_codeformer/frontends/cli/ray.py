@@ -57,11 +57,17 @@ def restore_on_ray(config: RunConfig, cluster: RaySettings) -> int:
         check_no_clashes(jobs, destination.display)
     except OutputClash as error:
         raise UsageError(str(error)) from None
-    connected = connect(cluster.address)
+    try:
+        connected = connect(cluster.address)
+    except ValueError as error:  # no cluster there: the message names the address tried
+        raise UsageError(str(error)) from None
     run = _ClusterRun(config, cluster, destination, Stores(buckets))
     options = config.options
     try:
-        plan = plan_actors(config.restorer.device, cluster.actors, cluster.cpus_per_actor)
+        try:
+            plan = plan_actors(config.restorer.device, cluster.actors, cluster.cpus_per_actor)
+        except ValueError as error:  # a pool the cluster cannot hold, a device it has not
+            raise UsageError(str(error)) from None
         for leftover in destination.remove_stale():
             print(f"removed {leftover}, left by an interrupted run", file=sys.stderr)
         work = run.plan(jobs)
