@@ -66,6 +66,8 @@ class RestoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     # The pixel boxes (x0, y0, x1, y1) that paste-back wrote; everything outside them is the input's.
     changed: list[geometry.Box] = field(default_factory=list)
+    # With ``coverage=True``: H x W float32, how much of each pixel comes from restored faces (0..1).
+    coverage: np.ndarray | None = None
 
     @property
     def restored_count(self) -> int:
@@ -80,6 +82,10 @@ class _Canvas:
     output: np.ndarray
     gray: bool
     changed: list[geometry.Box] = field(default_factory=list)
+    coverage: np.ndarray | None = None
+
+    def result(self, faces: list[FaceResult], detector: str, timings: dict[str, float]) -> RestoreResult:
+        return RestoreResult(self.pixels.give_back(self.output), faces, detector, timings, self.changed, self.coverage)
 
 
 def is_setup_error(error: Exception) -> bool:
@@ -276,6 +282,7 @@ class FaceRestorer:
         landmarks: Sequence[np.ndarray] | None = None,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
+        coverage: bool = False,
         **options: Any,
     ) -> RestoreResult:
         """Restore the faces of ``image``; see ``RestoreOptions`` for the keyword options.
@@ -284,9 +291,14 @@ class FaceRestorer:
         already known (detection is then skipped). ``progress(done, total)``
         is called after each batch of faces; ``should_stop()`` is asked
         between batches (faces not yet restored stay as they were).
+        ``coverage``: also return where faces were pasted, and how strongly
+        (``RestoreResult.coverage``; a ComfyUI MASK, for one).
         """
         given = None if landmarks is None else [landmarks]
-        return self.restore_many([image], landmarks=given, progress=progress, should_stop=should_stop, **options)[0]
+        results = self.restore_many(
+            [image], landmarks=given, progress=progress, should_stop=should_stop, coverage=coverage, **options
+        )
+        return results[0]
 
     def restore_many(
         self,
@@ -296,6 +308,7 @@ class FaceRestorer:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
         face_filter: FaceFilter | None = None,
+        coverage: bool = False,
         **options: Any,
     ) -> list[RestoreResult]:
         """Restore several images at once: their faces share the network's batches (video frames, for one).
@@ -307,14 +320,11 @@ class FaceRestorer:
         settings = RestoreOptions.checked(**options)
         if landmarks is not None and len(landmarks) != len(images):
             raise ValueError(f"landmarks are given for {len(landmarks)} images, but there are {len(images)}")
-        canvases = [self._canvas(image, settings) for image in images]
+        canvases = [self._canvas(image, settings, coverage) for image in images]
         timings = {"detect": 0.0, "network": 0.0, "paste": 0.0}
         if settings.aligned:
             faces = self._restore_aligned(canvases, settings, progress, should_stop, timings)
-            return [
-                RestoreResult(canvas.pixels.give_back(canvas.output), found, "none (aligned input)", timings, canvas.changed)
-                for canvas, found in zip(canvases, faces, strict=True)
-            ]
+            return [canvas.result(found, "none (aligned input)", timings) for canvas, found in zip(canvases, faces, strict=True)]
         started = time.perf_counter()
         found_faces, detector_names, work, keys = [], [], [], []
         for index, canvas in enumerate(canvases):
@@ -335,14 +345,14 @@ class FaceRestorer:
         timings["detect"] = time.perf_counter() - started
         self._restore_into(work, settings, progress, should_stop, timings, keys, face_filter)
         return [
-            RestoreResult(canvas.pixels.give_back(canvas.output), faces, name, timings, canvas.changed)
-            for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
+            canvas.result(faces, name, timings) for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
         ]
 
-    def _canvas(self, image: np.ndarray | Image.Image, settings: RestoreOptions) -> _Canvas:
+    def _canvas(self, image: np.ndarray | Image.Image, settings: RestoreOptions, coverage: bool = False) -> _Canvas:
         pixels = to_pixels(image)
         gray = settings.keep_grayscale and is_grayscale(pixels.array)
-        return _Canvas(pixels, pixels.array.copy(), gray)
+        covered = np.zeros(pixels.array.shape[:2], np.float32) if coverage else None
+        return _Canvas(pixels, pixels.array.copy(), gray, coverage=covered)
 
     def _find_faces(
         self, pixels: Pixels, landmarks: Sequence[np.ndarray] | None, settings: RestoreOptions
@@ -405,7 +415,8 @@ class FaceRestorer:
     ) -> None:
         try:
             finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
-            box = compositing.paste(canvas.output, finished, mask * settings.blend, geometry.invert_affine(matrix), canvas.pixels)
+            inverse = geometry.invert_affine(matrix)
+            box = compositing.paste(canvas.output, finished, mask * settings.blend, inverse, canvas.pixels, canvas.coverage)
         except Exception as error:  # one face's failure never loses the image
             logger.exception("pasting a restored face failed")
             face.reason = f"paste-back failed: {error}"
@@ -499,7 +510,10 @@ class FaceRestorer:
         try:
             finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
             finished = compositing.resize_each_side(finished, width, height)
-            compositing.blend_into(canvas.output, finished, np.full((height, width), settings.blend, np.float32), pixels)
+            weight = np.full((height, width), settings.blend, np.float32)
+            compositing.blend_into(canvas.output, finished, weight, pixels)
+            if canvas.coverage is not None:
+                compositing.add_coverage(canvas.coverage, weight)
         except Exception as error:  # one face's failure never loses the image
             logger.exception("pasting a restored face failed")
             face.reason = f"paste-back failed: {error}"

@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,17 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def face_frames(astronaut) -> Callable[..., list[np.ndarray]]:
+    """``face_frames(count, width, height)``: the astronaut's face drifting slowly (the steadiness clip, small)."""
+    from lib_codeformer.testing.steadiness import SteadyClip
+
+    def make(count: int = 8, width: int = 192, height: int = 160, **kwargs) -> list[np.ndarray]:
+        return list(SteadyClip(astronaut, width=width, height=height, frames=count, scale=0.6, **kwargs))
+
+    return make
 
 
 @pytest.fixture

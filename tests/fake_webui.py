@@ -38,6 +38,12 @@ class OptionInfo:
     ):
         self.default, self.label, self.component, self.component_args = default, label, component, component_args
         self.onchange, self.section, self.category_id = onchange, section, category_id
+        self.comment_after = ""
+
+    def info(self, text: str) -> OptionInfo:
+        """Shown under the setting (AUTOMATIC1111 1.6 and later); returns the option, as there."""
+        self.comment_after += f"<span class='info'>({text})</span>"
+        return self
 
 
 class SDNextOptionInfo:

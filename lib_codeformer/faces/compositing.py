@@ -109,11 +109,19 @@ def shrink_matrix(size: int, face_size: int = geometry.FACE_SIZE) -> np.ndarray:
 
 
 def paste(
-    output: np.ndarray, face: np.ndarray, mask: np.ndarray, face_to_image: np.ndarray, pixels: Pixels
+    output: np.ndarray,
+    face: np.ndarray,
+    mask: np.ndarray,
+    face_to_image: np.ndarray,
+    pixels: Pixels,
+    coverage: np.ndarray | None = None,
 ) -> geometry.Box | None:
     """Warp ``face`` back and composite it through ``mask``, touching only the face's box.
 
-    Returns the box that was written, None if the face lies outside the image.
+    ``coverage`` (H x W float32, optional): how much of each pixel comes from
+    restored faces, 0..1; this face's warped mask is added to it (as a union:
+    ``1 - (1 - coverage) (1 - mask)``). Returns the box that was written,
+    None if the face lies outside the image.
     """
     height, width = output.shape[:2]
     box = geometry.face_box(face_to_image, height, width)
@@ -133,7 +141,14 @@ def paste(
     warped_face = cv2.warpAffine(face, matrix, **warp)
     warped_mask = cv2.warpAffine(mask, matrix, **warp)
     blend_into(output[y0:y1, x0:x1], warped_face, warped_mask, pixels)
+    if coverage is not None:
+        add_coverage(coverage[y0:y1, x0:x1], warped_mask)
     return box
+
+
+def add_coverage(region: np.ndarray, mask: np.ndarray) -> None:
+    """``region = 1 - (1 - region) (1 - mask)``, in place: overlapping faces cover a pixel at most once."""
+    region[...] = 1.0 - (1.0 - region) * (1.0 - np.clip(mask, 0.0, 1.0))
 
 
 def blend_into(region: np.ndarray, face: np.ndarray, mask: np.ndarray, pixels: Pixels) -> None:

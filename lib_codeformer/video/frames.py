@@ -22,6 +22,8 @@ class ClipFrame:
     detected: bool = False  # whether detection ran on this frame
     restored: np.ndarray | None = None  # the restored image; None when no face was restored
     results: list[FaceResult] = field(default_factory=list)  # what became of each tracked face
+    coverage: np.ndarray | None = None  # where faces were pasted, when asked for (H x W float32, 0..1)
+    changed: list[tuple[int, int, int, int]] = field(default_factory=list)  # the boxes paste-back wrote
 
     @property
     def restored_count(self) -> int:

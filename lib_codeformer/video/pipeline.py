@@ -140,6 +140,7 @@ def restore_chunks(
     options: dict[str, Any],
     tracking: TrackingParameters,
     should_stop: ShouldStop | None = None,
+    coverage: bool = False,
 ) -> Iterator[Any]:
     """Restore frames in chunks whose faces fill whole network batches; items come out in their order."""
     temporal = None if tracking.temporal is None else TemporalFaceFilter(tracking.temporal)
@@ -153,16 +154,20 @@ def restore_chunks(
         if (faces and faces % restorer.batch_size == 0) or frames >= MAX_FRAMES_PER_CHUNK:
             if should_stop is not None and should_stop():
                 raise VideoInterrupted("stopped on request")
-            _restore_chunk(chunk, restorer, options, temporal)
+            _restore_chunk(chunk, restorer, options, temporal, coverage)
             yield from chunk
             chunk, faces, frames = [], 0, 0
     if chunk:
-        _restore_chunk(chunk, restorer, options, temporal)
+        _restore_chunk(chunk, restorer, options, temporal, coverage)
         yield from chunk
 
 
 def _restore_chunk(
-    chunk: list[Any], restorer: FaceRestorer, options: dict[str, Any], temporal: TemporalFaceFilter | None
+    chunk: list[Any],
+    restorer: FaceRestorer,
+    options: dict[str, Any],
+    temporal: TemporalFaceFilter | None,
+    coverage: bool = False,
 ) -> None:
     frames = [item for item in chunk if isinstance(item, ClipFrame) and item.faces]
     if temporal is not None:
@@ -177,10 +182,13 @@ def _restore_chunk(
         [frame.image for frame in frames],
         landmarks=[[face.landmarks for face in frame.faces] for frame in frames],
         face_filter=None if temporal is None else temporal.for_frames(track_ids),
+        coverage=coverage,
         **options,
     )
     for frame, result in zip(frames, results, strict=True):
         frame.results = result.faces
+        frame.coverage = result.coverage
+        frame.changed = result.changed
         if result.restored_count:
             frame.restored = result.image
 
@@ -191,6 +199,7 @@ def restore_frames(
     *,
     tracking: TrackingParameters | None = None,
     should_stop: ShouldStop | None = None,
+    coverage: bool = False,
     **options: Any,
 ) -> Iterator[Any]:
     """Every ``ClipFrame`` of ``items`` with its faces restored, in order; other items pass through.
@@ -204,7 +213,7 @@ def restore_frames(
     tracking = tracking or TrackingParameters()
     decoded = in_thread(items, "decode")
     analysed = in_thread(analyse(decoded, restorer, settings, tracking), "analyse")
-    yield from in_thread(restore_chunks(analysed, restorer, options, tracking, should_stop), "restore")
+    yield from in_thread(restore_chunks(analysed, restorer, options, tracking, should_stop, coverage), "restore")
 
 
 def restore_array_frames(
@@ -213,11 +222,13 @@ def restore_array_frames(
     *,
     tracking: TrackingParameters | None = None,
     should_stop: ShouldStop | None = None,
+    coverage: bool = False,
     **options: Any,
 ) -> Iterator[ClipFrame]:
-    """``restore_frames`` for frames held in memory as RGB arrays (a ComfyUI IMAGE batch; no decoder needed)."""
+    """``restore_frames`` for frames held in memory as RGB arrays (a ComfyUI IMAGE batch; no decoder needed);
+    ``coverage``: each frame also says where faces were pasted (``ClipFrame.coverage``)."""
     numbered = (ClipFrame(index, image) for index, image in enumerate(frames))
-    yield from restore_frames(restorer, numbered, tracking=tracking, should_stop=should_stop, **options)
+    yield from restore_frames(restorer, numbered, tracking=tracking, should_stop=should_stop, coverage=coverage, **options)
 
 
 def restore_video(

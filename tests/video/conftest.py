@@ -9,17 +9,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def face_frames(astronaut) -> Callable[..., list[np.ndarray]]:
-    """``face_frames(count, width, height)``: the astronaut's face drifting slowly (the steadiness clip, small)."""
-    from lib_codeformer.testing.steadiness import SteadyClip
-
-    def make(count: int = 8, width: int = 192, height: int = 160, **kwargs) -> list[np.ndarray]:
-        return list(SteadyClip(astronaut, width=width, height=height, frames=count, scale=0.6, **kwargs))
-
-    return make
-
-
-@pytest.fixture(scope="session")
 def plain_frames() -> Callable[..., list[np.ndarray]]:
     """``plain_frames(count, width, height)``: moving colour gradients, no face anywhere."""
 
