@@ -9,5 +9,6 @@ const codeformerExtHelp = {
     "min_face_size": "Ignore faces whose box is smaller than this, in pixels (tiny background faces).",
     "blend": "Per-face strength: 1 pastes the restored face, 0.5 mixes it half and half with the original face.",
     "mask": "box: a soft-edged square around the face (fast, no download). parsing: only the face's parts, found by ParseNet (keeps hair and background untouched; 85 MB download).",
-    "color_correction": "Give the restored face the original face's colours (CodeFormer can shift skin tones)."
+    "color_correction": "Give the restored face the original face's colours (CodeFormer can shift skin tones).",
+    "face_upscaler": "Faces larger on the image than CodeFormer's 512 px are enlarged by this upscaler to their size there before they are pasted back, so they keep the detail of the skin and hair around them; smaller faces cost nothing. Command line: lanczos or a super-resolution model file (ESRGAN, Real-ESRGAN, SwinIR, DAT...); WebUI: one of the WebUI's upscalers."
 };

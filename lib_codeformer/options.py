@@ -498,6 +498,49 @@ OPTIONS: tuple[Option, ...] = (
         maximum=2**40,
     ),
     Option(
+        "face_upscaler",
+        str,
+        None,
+        "Upscaler for large faces",
+        "Faces larger on the image than CodeFormer's 512 px are enlarged by this upscaler to their size there before "
+        "they are pasted back, so they keep the detail of the skin and hair around them; smaller faces cost nothing. "
+        "Command line: lanczos or a super-resolution model file (ESRGAN, Real-ESRGAN, SwinIR, DAT...); WebUI: one of "
+        "the WebUI's upscalers.",
+        frozenset({CLI, EXTRAS, SETTINGS}),
+        scope=RESTORER,
+        choices=("None", "Lanczos"),
+        open_choices=True,
+        none_means="no enlarging (faces are stretched from the 512 px crop)",
+        control_value="None",
+        metavar="PATH",
+    ),
+    Option(
+        "upscale",
+        float,
+        1.0,
+        "Enlarge the whole image",
+        "Enlarge each image this many times (with the upscaler below), then restore its faces at that size, as "
+        "CodeFormer's own command line does with -s; a result over the pixel limit is written at its own size, "
+        "with a note.",
+        frozenset({CLI}),
+        scope=RESTORER,
+        minimum=1.0,
+        maximum=8.0,
+        metavar="S",
+    ),
+    Option(
+        "upscaler",
+        str,
+        None,
+        "Upscaler for the whole image",
+        "lanczos or a super-resolution model file, used by the whole-image enlarging (tile by tile, so a large "
+        "photo fits in memory).",
+        frozenset({CLI}),
+        scope=RESTORER,
+        none_means="lanczos",
+        metavar="PATH",
+    ),
+    Option(
         "unload",
         bool,
         False,

@@ -35,11 +35,14 @@ from .network.inference import check_precision, restore_aligned
 from .network.weights import WeightsSource, load_codeformer
 from .options import DEFAULT_DETECTOR, DETECTORS, RestoreOptions
 from .storage.model_files import CODEFORMER, WeightsAdvice, default_cache_dir, locate_weights, manual_hint
+from .upscaling.base import Upscaler
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
+# The restorer's own face upscaler, where a call names none.
+DEFAULT = object()
 # A face in a ``restore_many`` call: (index of its image, index of the face among that image's faces).
 FaceKey = tuple[int, int]
 
@@ -142,6 +145,8 @@ class FaceRestorer:
     ``lib_codeformer.acceleration``); it can be changed later.
     ``weights_advice``: how the front end in use lets a user give the
     weights, so that a missing or broken file's message says what to do there.
+    ``face_upscaler``: enlarges restored faces that are larger on the image
+    than CodeFormer's 512 px crop (``lib_codeformer.upscaling``); None: off.
     """
 
     def __init__(
@@ -158,6 +163,7 @@ class FaceRestorer:
         detection_max_side: int = DETECTION_MAX_SIDE,
         fast_conv: bool = True,
         weights_advice: WeightsAdvice | None = None,
+        face_upscaler: Upscaler | None = None,
     ) -> None:
         problems = []
         if detector not in DETECTORS:
@@ -184,6 +190,7 @@ class FaceRestorer:
         self.detection_max_side = detection_max_side
         self._fast_conv = bool(fast_conv)
         self.weights_advice = weights_advice or WeightsAdvice()
+        self.face_upscaler = face_upscaler
         self._lock = threading.RLock()
         # One network batch at a time: each uses every core (or the GPU); detection and paste-back run alongside.
         self._network_lock = threading.Lock()
@@ -283,6 +290,7 @@ class FaceRestorer:
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
         coverage: bool = False,
+        face_upscaler: Upscaler | object | None = DEFAULT,
         **options: Any,
     ) -> RestoreResult:
         """Restore the faces of ``image``; see ``RestoreOptions`` for the keyword options.
@@ -293,10 +301,20 @@ class FaceRestorer:
         between batches (faces not yet restored stay as they were).
         ``coverage``: also return where faces were pasted, and how strongly
         (``RestoreResult.coverage``; a ComfyUI MASK, for one).
+        ``face_upscaler``: for this call instead of the restorer's (None: no
+        enlarging); a face larger on the image than the 512 px crop is
+        enlarged by it to its size there before it is pasted back
+        (``lib_codeformer.upscaling``); smaller faces cost nothing more.
         """
         given = None if landmarks is None else [landmarks]
         results = self.restore_many(
-            [image], landmarks=given, progress=progress, should_stop=should_stop, coverage=coverage, **options
+            [image],
+            landmarks=given,
+            progress=progress,
+            should_stop=should_stop,
+            coverage=coverage,
+            face_upscaler=face_upscaler,
+            **options,
         )
         return results[0]
 
@@ -309,6 +327,7 @@ class FaceRestorer:
         should_stop: ShouldStop | None = None,
         face_filter: FaceFilter | None = None,
         coverage: bool = False,
+        face_upscaler: Upscaler | object | None = DEFAULT,
         **options: Any,
     ) -> list[RestoreResult]:
         """Restore several images at once: their faces share the network's batches (video frames, for one).
@@ -343,7 +362,8 @@ class FaceRestorer:
             work += [(canvas, faces[i]) for i in chosen]
             keys += [(index, i) for i in chosen]
         timings["detect"] = time.perf_counter() - started
-        self._restore_into(work, settings, progress, should_stop, timings, keys, face_filter)
+        upscaler = self.face_upscaler if face_upscaler is DEFAULT else face_upscaler
+        self._restore_into(work, settings, progress, should_stop, timings, keys, face_filter, upscaler)
         return [
             canvas.result(faces, name, timings) for canvas, faces, name in zip(canvases, found_faces, detector_names, strict=True)
         ]
@@ -375,6 +395,7 @@ class FaceRestorer:
         timings: dict[str, float],
         keys: list[FaceKey],
         face_filter: FaceFilter | None,
+        upscaler: Upscaler | None = None,
     ) -> None:
         """Restore each (canvas, face) pair in batches and paste it into its canvas."""
         total = len(work)
@@ -397,7 +418,7 @@ class FaceRestorer:
             masks = self._masks(restored, settings)
             for (canvas, face), matrix, crop, result, mask in zip(batch, aligns, crops, restored, masks, strict=True):
                 if result is not None:
-                    self._paste_face(canvas, face, result, crop, mask, matrix, settings)
+                    self._paste_face(canvas, face, result, crop, mask, matrix, settings, upscaler)
             timings["network"] += network_ended - network_started
             timings["paste"] += time.perf_counter() - started - (network_ended - network_started)
             if progress is not None:
@@ -412,10 +433,12 @@ class FaceRestorer:
         mask: np.ndarray,
         matrix: np.ndarray,
         settings: RestoreOptions,
+        upscaler: Upscaler | None = None,
     ) -> None:
         try:
-            finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
             inverse = geometry.invert_affine(matrix)
+            restored, crop = _enlarged(face, restored, crop, geometry.scale_of(inverse), upscaler)
+            finished = compositing.finish_face(restored, crop, color_correction=settings.color_correction, gray=canvas.gray)
             box = compositing.paste(canvas.output, finished, mask * settings.blend, inverse, canvas.pixels, canvas.coverage)
         except Exception as error:  # one face's failure never loses the image
             logger.exception("pasting a restored face failed")
@@ -524,6 +547,35 @@ class FaceRestorer:
 
 def _aligned_pixels(canvas: _Canvas) -> np.ndarray:
     return compositing.as_rgb_float(canvas.pixels, canvas.pixels.array)
+
+
+def _enlarged(
+    face: FaceResult, restored: np.ndarray, crop: np.ndarray, scale: float, upscaler: Upscaler | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The restored face enlarged by ``upscaler`` to its size on the image where that is larger than the crop
+    (``scale`` > 1), with the crop resized alike (for colour statistics); else both as they are. An upscaler
+    that fails leaves the face as without one, and says so on the face."""
+    if upscaler is None or scale <= 1.0:
+        return restored, crop
+    import cv2
+
+    from .upscaling.base import UpscalerError, enlarge
+
+    size = int(np.ceil(geometry.FACE_SIZE * scale))
+    try:
+        enlarged = enlarge(upscaler, restored, size, size)
+    except UpscalerError as error:
+        if str(error) not in _reported_upscaler_errors:
+            _reported_upscaler_errors.add(str(error))
+            logger.warning("%s; that face is pasted without enlarging", error)
+        face.note = f"not enlarged: {error}"
+        return restored, crop
+    face.upscaled = size / geometry.FACE_SIZE
+    return enlarged, cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+# Upscaler failures already logged (once each, not once per face).
+_reported_upscaler_errors: set[str] = set()
 
 
 def _network_in(crops: list[np.ndarray]) -> torch.Tensor:

@@ -90,6 +90,18 @@ def _release_memory() -> None:
         devices.torch_gc()
 
 
+def _upscaler_names() -> list[str]:
+    return [upscaler.name for upscaler in getattr(shared, "sd_upscalers", None) or []] or ["None"]
+
+
+def _host_upscale(image: np.ndarray, scale: float, name: str) -> np.ndarray:
+    """Through the host's own upscaler (its device, its tiling): ``Upscaler.upscale(img, scale, model path)``."""
+    chosen = next((upscaler for upscaler in shared.sd_upscalers if upscaler.name == name), None)
+    if chosen is None:
+        raise ValueError(f"the WebUI has no upscaler named {name!r}")
+    return np.asarray(chosen.scaler.upscale(Image.fromarray(image), scale, chosen.data_path).convert("RGB"))
+
+
 def _face_progress(done: int, total: int) -> None:
     state = getattr(shared, "state", None)
     if state is not None:
@@ -111,6 +123,8 @@ runtime = codeformer_webui.shared_runtime(
         detector_model_dirs=_gfpgan_dirs,
         prepare_memory=_prepare_memory,
         release_memory=_release_memory,
+        upscaler_names=_upscaler_names,
+        upscale=_host_upscale,
     )
 )
 
@@ -197,7 +211,7 @@ class CodeFormerExtras(scripts_postprocessing.ScriptPostprocessing):
     order = 3001  # just after the built-in CodeFormer (3000)
 
     def ui(self):
-        return codeformer_ui.extras_controls(gr, _input_accordion())
+        return codeformer_ui.extras_controls(gr, _input_accordion(), upscalers=_upscaler_names())
 
     def process_firstpass(self, pp, **values):
         runtime.take_last()  # forget restorations made elsewhere; only this image's count below
@@ -274,6 +288,8 @@ def on_ui_settings() -> None:
         if option is TAKEOVER:
             extra["onchange"] = register_face_restorer
         component, arguments = codeformer_ui.component_of(gr, option)
+        if option.key == "face_upscaler":  # the host's upscalers, listed when the settings page is built
+            component, arguments = gr.Dropdown, lambda: {"choices": _upscaler_names()}
         label = codeformer_webui.setting_label(option)
         info = shared.OptionInfo(option.control_default, label, component, arguments or None, section=SECTION, **extra)
         if hasattr(info, "info"):  # AUTOMATIC1111 and Forge show it under the setting

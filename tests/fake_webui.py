@@ -46,6 +46,30 @@ class OptionInfo:
         return self
 
 
+class FakeUpscaler:
+    """AUTOMATIC1111's ``modules.upscaler.Upscaler`` contract: ``upscale(img, scale, selected_model)`` (PIL in and out),
+    enlarged to the scale (rounded down to a multiple of 8, as there); every call recorded."""
+
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls = name, calls
+
+    def upscale(self, img, scale, selected_model=None):
+        from PIL import Image
+
+        self.calls.append((self.name, img.size, scale, selected_model))
+        if self.name == "None":
+            return img
+        size = (int(img.width * scale // 8 * 8), int(img.height * scale // 8 * 8))
+        return img.resize(size, resample=Image.LANCZOS)
+
+
+class UpscalerData:
+    """``modules.upscaler.UpscalerData``: what ``shared.sd_upscalers`` lists."""
+
+    def __init__(self, name: str, path, upscaler) -> None:
+        self.name, self.data_path, self.scaler = name, path, upscaler
+
+
 class SDNextOptionInfo:
     """SD.Next's before 2025 (no category_id keyword: passing one is a TypeError); sections are flat there."""
 
@@ -161,6 +185,10 @@ class FakeHost:
         )
         if self.variant != "sdnext":
             shared.face_restorers = [self.builtin, self.gfpgan]  # AUTOMATIC1111's start-up order
+        self.upscale_calls: list = []
+        shared.sd_upscalers = [
+            UpscalerData(name, None, FakeUpscaler(name, self.upscale_calls)) for name in ("None", "Lanczos", "Nearest")
+        ]
 
         class Script:
             pass

@@ -15,6 +15,7 @@ LAYERS = (
     ("network",),
     ("acceleration",),
     ("faces",),
+    ("upscaling",),
     ("restorer",),
     ("video", "batch", "distributed"),  # clients of the restorer
     ("frontends", "testing"),

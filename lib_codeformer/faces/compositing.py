@@ -6,6 +6,8 @@ face, not the image, and every pixel outside the box keeps its exact value.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -52,19 +54,22 @@ def resize_each_side(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return image
 
 
+@functools.lru_cache(maxsize=8)
 def _skin_weights(size: int = geometry.FACE_SIZE) -> np.ndarray:
     """Where colour statistics are measured: a soft disc over the cheeks, nose and mouth of the template."""
     yy, xx = np.mgrid[0:size, 0:size] / (size / geometry.FACE_SIZE)
     return np.exp(-(((xx - 256) / 90) ** 2 + ((yy - 300) / 90) ** 2)).astype(np.float32)
 
 
-SKIN = _skin_weights()
 
 
 def finish_face(restored: np.ndarray, original: np.ndarray, *, color_correction: bool, gray: bool) -> np.ndarray:
-    """The restored face as it is pasted: the original's colours (optional), gray for a gray photo."""
+    """The restored face as it is pasted: the original's colours (optional), gray for a gray photo.
+
+    At any square size (an enlarged face too): the colour statistics are taken over the same part of the face.
+    """
     if color_correction:
-        restored = match_colors(restored, original, SKIN)
+        restored = match_colors(restored, original, _skin_weights(restored.shape[0]))
     if gray:
         restored = np.repeat(luma(restored)[:, :, None], 3, axis=2)
     return restored
@@ -129,6 +134,9 @@ def paste(
         return None
     x0, y0, x1, y1 = box
     matrix = geometry.translate(face_to_image, -x0, -y0)
+    if face.shape[0] != geometry.FACE_SIZE:  # an enlarged face: its pixels are finer than the crop's
+        matrix = (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ shrink_matrix(face.shape[0]))[:2]
+        mask = cv2.resize(mask, face.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     # A small face: shrink with area averaging first, to 3x its size in the image, so the
     # bilinear warp neither aliases nor blurs (measured round trip error: 1.5/255 mean).
     size = int(np.ceil(geometry.FACE_SIZE * geometry.scale_of(matrix) * 3))

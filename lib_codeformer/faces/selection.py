@@ -20,6 +20,8 @@ class FaceResult:
     landmarks: np.ndarray  # (5, 2) in image pixels
     restored: bool = False
     reason: str | None = None  # why it was not restored (filtered out, or the error)
+    upscaled: float | None = None  # the factor a face upscaler enlarged it by before paste-back (None: not enlarged)
+    note: str | None = None  # what went otherwise than asked while it was restored (an upscaler that failed)
 
     @property
     def size(self) -> float:

@@ -81,7 +81,7 @@ def test_the_inputs_are_the_declared_options(comfy):
     assert list(required)[:2] == ["codeformer", "image"]
     for option in nodes.RESTORE_OPTIONS:
         kind, settings = required[option.key]
-        assert settings["default"] == option.control_default and option.help in settings["tooltip"]
+        assert settings["default"] == option.control_default and settings["tooltip"] == option.help
         if option.choices:
             assert kind == list(option.choices)
         elif option.type is bool:
@@ -97,13 +97,15 @@ def test_the_inputs_are_the_declared_options(comfy):
 
 
 def test_the_loader_lists_both_folders_and_offers_the_official_file_where_it_is_missing(comfy, small_weights_file):
-    assert nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0] == [nodes.OFFICIAL_CHOICE]
+    """codeformer.pth is always listed (first), so a saved workflow validates whether or not the file is there yet."""
+    assert nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0] == ["codeformer.pth"]
     for folder, name in (("facerestore_models", "a.safetensors"), ("codeformer", "b.pth"), ("codeformer", "notes.txt")):
         (comfy.models_dir / folder).mkdir(parents=True, exist_ok=True)
         (comfy.models_dir / folder / name).write_bytes(b"x")
-    assert nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0] == ["a.safetensors", "b.pth", nodes.OFFICIAL_CHOICE]
+    assert nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0] == ["codeformer.pth", "a.safetensors", "b.pth"]
     (comfy.models_dir / "codeformer" / "codeformer.pth").write_bytes(b"x")
-    assert nodes.OFFICIAL_CHOICE not in nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0]
+    assert nodes.LoadCodeFormer.INPUT_TYPES()["required"]["model_name"][0] == ["codeformer.pth", "a.safetensors", "b.pth"]
+    assert host.codeformer_path("codeformer.pth") == str(comfy.models_dir / "codeformer" / "codeformer.pth")
 
 
 def test_the_loaded_model_is_shared_and_its_detectors_come_from_facedetection(loaded, comfy):
@@ -118,9 +120,9 @@ def test_a_file_that_is_not_codeformer_is_refused_with_what_to_do(comfy):
     from safetensors.torch import save_file
 
     save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3)}, str(folder / "GFPGANv1.4.safetensors"))
-    with pytest.raises(nodes.CodeFormerNodeError, match="CodeFormer: ") as refused:
+    with pytest.raises(nodes.CodeFormerNodeError, match=r"^CodeFormer weights: .*is not a CodeFormer checkpoint") as refused:
         nodes.LoadCodeFormer().load("GFPGANv1.4.safetensors")
-    assert "GFPGANv1.4.safetensors" in str(refused.value)
+    assert "GFPGANv1.4.safetensors" in str(refused.value) and "CodeFormer: CodeFormer" not in str(refused.value)
     with pytest.raises(nodes.CodeFormerNodeError, match="refresh the page"):
         nodes.LoadCodeFormer().load("gone.pth")
 
@@ -137,7 +139,7 @@ def test_faces_are_restored_and_everything_else_comes_back_exactly(loaded, comfy
     untouched = ~touched
     assert torch.equal(image[0][untouched], batch[0][untouched])  # outside the pasted faces: the input's floats
     assert report.splitlines() == [
-        "image 1: 1 faces found, 1 restored, detector yunet",
+        "image 1: 1 face found, 1 restored, detector yunet",
         "image 2: 0 faces found, 0 restored, detector yunet",
     ]
     assert comfy.progress and comfy.progress[-1][0] == comfy.progress[-1][1] == 1  # per face
@@ -172,7 +174,7 @@ def test_video_frames_are_restored_steadily(loaded, comfy, face_frames):
         loaded, batch, **restore_values(), **defaults(nodes.VIDEO_OPTIONS)
     )
     assert restored.shape == batch.shape and mask.shape == batch.shape[:3]
-    assert report == "6 frames: 6 faces restored over the clip, 1 faces followed"
+    assert report == "6 frames: 6 faces restored over the clip, 1 face followed"
     for index in range(len(frames)):
         untouched = mask[index] == 0
         assert torch.equal(restored[index][untouched], batch[index][untouched])

@@ -30,6 +30,7 @@ EXTRAS_CONTROLS = (
     "blend",
     "mask",
     "color_correction",
+    "face_upscaler",
 )
 
 
@@ -330,7 +331,8 @@ def test_settings_components_build_with_this_gradio(host):
         for key, info in host.shared.opts.data_labels.items():
             if key.startswith("codeformer_"):
                 component = info.component or gr.Textbox
-                component(label=info.label, value=info.default, **(info.component_args or {}))
+                arguments = info.component_args() if callable(info.component_args) else info.component_args  # as hosts do
+                component(label=info.label, value=info.default, **(arguments or {}))
 
 
 def test_without_yuface_the_user_is_told_what_to_install(a1111, astronaut, monkeypatch):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ... import options as option_specs
@@ -44,6 +45,7 @@ class RestorerSettings:
     batch_size: int | None = None
     precision: str = option_specs.default("precision")
     fast_conv: bool = True
+    face_upscaler: str | None = None  # lanczos or a model file: enlarges faces larger than the 512 px crop
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class RunConfig:
     video: VideoSettings
     ray: RaySettings | None = None
     max_pixels: int = option_specs.DEFAULT_MAX_PIXELS
+    upscale: float = 1.0  # each image enlarged this many times before its faces are restored
+    upscaler: str | None = None  # what enlarges whole images: lanczos (None) or a model file
     recursive: bool = False
     skip_existing: bool = False
     overwrite: bool = False
@@ -139,6 +143,12 @@ def read_config(args: argparse.Namespace) -> RunConfig:
     for flag, value in (("--jobs", args.jobs), *_ray_counts(args)):
         if value is not None and value < 1:
             problems.append(f"{flag} must be at least 1 (got {value})")
+    for key in ("face_upscaler", "upscaler"):
+        given = restorer_values.get(key)
+        if given is not None and given.lower() != "lanczos" and not Path(given).is_file():
+            problems.append(f"{option_specs.BY_KEY[key].cli_flag}: {given} is no file (give lanczos or a model file)")
+    if args.ray is not None and (restorer_values.get("face_upscaler") or restorer_values.get("upscale", 1.0) > 1):
+        problems.append("--face-upscaler and --upscale run on this machine, not on a Ray cluster (yet): drop --ray or them")
     if problems:
         raise UsageError("; ".join(problems))
     if restorer_values["weights"] is not None:
@@ -150,6 +160,7 @@ def read_config(args: argparse.Namespace) -> RunConfig:
         batch_size=restorer_values["batch_size"],
         precision=restorer_values["precision"],
         fast_conv=restorer_values["fast_conv"],
+        face_upscaler=restorer_values["face_upscaler"],
     )
     return RunConfig(
         inputs=tuple(args.inputs),
@@ -159,6 +170,8 @@ def read_config(args: argparse.Namespace) -> RunConfig:
         video=video_settings(video_values, restorer_values["max_pixels"]),
         ray=None if args.ray is None else RaySettings(args.ray, *(count for _, count in _ray_counts(args))),
         max_pixels=restorer_values["max_pixels"],
+        upscale=restorer_values["upscale"],
+        upscaler=restorer_values["upscaler"],
         recursive=args.recursive,
         skip_existing=args.skip_existing,
         overwrite=args.overwrite,

@@ -46,6 +46,8 @@ def restore_here(config: RunConfig) -> int:
             fast_conv=settings.fast_conv,
             weights_advice=COMMAND_LINE_ADVICE,
         )
+        restorer.face_upscaler = _upscaler(settings.face_upscaler, restorer.device, "--face-upscaler")
+        whole = _upscaler(config.upscaler or "lanczos", restorer.device, "--upscaler") if config.upscale > 1 else None
     except ValueError as error:
         raise UsageError(str(error)) from None
     output_dir = Path(config.output).resolve()
@@ -62,7 +64,7 @@ def restore_here(config: RunConfig) -> int:
         _say_why_nothing_was_found(config, output_dir)
     for leftover in remove_stale(output_dir):
         print(f"removed {leftover}, left by an interrupted run", file=sys.stderr)
-    run = _Run(restorer, config, output_dir)
+    run = _Run(restorer, config, output_dir, whole)
     with _terminate_as_interrupt():
         try:
             run.all(jobs)
@@ -72,6 +74,18 @@ def restore_here(config: RunConfig) -> int:
             return 130
     run.summary()
     return 1 if run.failures else 0
+
+
+def _upscaler(spec: str | None, device, flag: str):
+    """The upscaler a flag names, loaded before any work (UpscalerError: a usage error naming the flag)."""
+    if spec is None:
+        return None
+    from ...upscaling import UpscalerError, load_upscaler
+
+    try:
+        return load_upscaler(spec, device)
+    except UpscalerError as error:
+        raise UsageError(f"{flag}: {error}") from None
 
 
 def _say_why_nothing_was_found(config: RunConfig, output_dir: Path) -> None:
@@ -95,8 +109,9 @@ def _say_why_nothing_was_found(config: RunConfig, output_dir: Path) -> None:
 class _Run:
     """One restore command's work: images read and written in threads beside the network, videos streamed, counts."""
 
-    def __init__(self, restorer, config: RunConfig, output_dir: Path) -> None:
+    def __init__(self, restorer, config: RunConfig, output_dir: Path, whole_upscaler=None) -> None:
         self.restorer, self.config, self.output_dir = restorer, config, output_dir
+        self.whole_upscaler = whole_upscaler
         self.options = config.options
         self.video_settings: VideoSettings = config.video
         self.counts = {"images": 0, "faces": 0, "skipped": 0, "failed": 0}
@@ -153,6 +168,7 @@ class _Run:
                 try:
                     loaded = reads[index].result()
                     reads[index] = None  # let the decoded input go once restored
+                    self._enlarge(loaded)
                     for note in loaded.notes:  # what could not be kept as it was (pages, frames), and what was done
                         tqdm.write(f"note: {source}: {note}", file=sys.stderr)
                     check_writable(loaded)
@@ -171,6 +187,24 @@ class _Run:
             self._collect(writes, wait=True)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish (whole files), queued reads are dropped
+
+    def _enlarge(self, loaded) -> None:
+        """--upscale: the image enlarged before its faces are restored, where the result fits --max-pixels."""
+        if self.whole_upscaler is None:
+            return
+        from ...upscaling import upscale_image
+
+        scale = self.config.upscale
+        height, width = loaded.pixels.shape[:2]
+        pixels = round(height * scale) * round(width * scale)
+        if pixels > self.config.max_pixels:
+            loaded.notes.append(
+                f"not enlarged: {scale:g} times would be {pixels} pixels, over --max-pixels {self.config.max_pixels}; "
+                "restored at its own size"
+            )
+            return
+        loaded.pixels = upscale_image(loaded.pixels, self.whole_upscaler, scale)
+        loaded.notes.append(f"enlarged {scale:g} times with {self.whole_upscaler.name}")
 
     def _collect(self, writes: list, *, wait: bool) -> None:
         while writes and (wait or writes[0][2].done()):

@@ -30,8 +30,9 @@ logger = logging.getLogger("codeformer")
 
 CATEGORY = "image/restoration/CodeFormer"
 MODEL_TYPE = "CODEFORMER_MODEL"
-# The loader's choice that finds codeformer.pth in the model folders or downloads it (sha256-verified).
-OFFICIAL_CHOICE = "codeformer.pth (official, downloaded once if missing)"
+# The loader's choice that is always listed, so that a saved workflow validates wherever it is loaded: the
+# official codeformer.pth from the model folders, downloaded (sha256-verified) into the first where none has it.
+OFFICIAL_CHOICE = "codeformer.pth"
 # Images restored in one restore_many call: their faces share network batches; memory holds this many copies.
 IMAGES_PER_CALL = 8
 # GPU memory one face in a network batch needs (measured peak with the released network, fp32, with room to spare).
@@ -47,8 +48,7 @@ class CodeFormerNodeError(RuntimeError):
 
 def comfy_input(option: option_specs.Option) -> tuple[Any, dict[str, Any]]:
     """An option as a ComfyUI input: its type, default, range (refused by ComfyUI's validation) and tooltip."""
-    tooltip = option.help if not option.zero_is_none else f"{option.help} (0: {option.none_means})"
-    settings: dict[str, Any] = {"default": option.control_default, "tooltip": tooltip}
+    settings: dict[str, Any] = {"default": option.control_default, "tooltip": option.help}
     if option.type is bool:
         return "BOOLEAN", settings
     if option.choices:
@@ -108,7 +108,8 @@ def load_model(choice: str) -> CodeFormerModel:
     advice = WeightsAdvice("the loader's model_name", "or choose another file in the loader")
     try:
         if choice == OFFICIAL_CHOICE:
-            path = str(locate_weights(None, model_dirs=host.codeformer_folders(), advice=advice))
+            found = host.codeformer_path(choice)
+            path = found or str(locate_weights(None, model_dirs=host.codeformer_folders(), advice=advice))
         else:
             found = host.codeformer_path(choice)
             if found is None:
@@ -129,10 +130,8 @@ def load_model(choice: str) -> CodeFormerModel:
                 )
                 _LOADED[path] = CodeFormerModel(path, restorer)
             return _LOADED[path]
-    except SetupError as error:
-        raise CodeFormerNodeError(f"CodeFormer: {error}") from None
-    except ValueError as error:  # a file that is not CodeFormer's weights, named in the message
-        raise CodeFormerNodeError(f"CodeFormer: {error}") from None
+    except (SetupError, ValueError) as error:  # missing weights, a file that is not CodeFormer's: named in the message
+        raise CodeFormerNodeError(said(error)) from None
 
 
 def checked_values(values: dict[str, Any], options: Sequence[option_specs.Option]) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def checked_values(values: dict[str, Any], options: Sequence[option_specs.Option
     try:
         return option_specs.check_values(values, allowed=[option.key for option in options])
     except option_specs.OptionError as error:
-        raise CodeFormerNodeError(f"CodeFormer: {error}") from None
+        raise CodeFormerNodeError(said(error)) from None
 
 
 def checked_images(image: Any, what: str = "image") -> Any:
@@ -192,16 +191,26 @@ def _failure(error: BaseException) -> CodeFormerNodeError:
     from ...errors import SetupError
 
     if isinstance(error, (SetupError, ValueError)):
-        return CodeFormerNodeError(f"CodeFormer: {error}")
+        return CodeFormerNodeError(said(error))
     logger.exception("CodeFormer failed")
     return CodeFormerNodeError(f"CodeFormer failed ({type(error).__name__}: {error}); the console has the details")
 
 
+def said(error: BaseException) -> str:
+    """An error's message as the node shows it: it says it is CodeFormer's, once."""
+    message = str(error)
+    return message if message.startswith("CodeFormer") else f"CodeFormer: {message}"
+
+
+def counted(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
+
+
 def _describe(index: int, faces: list, detector: str) -> str:
     restored = sum(face.restored for face in faces)
-    reasons = sorted({face.reason for face in faces if face.reason})
+    reasons = sorted({face.reason for face in faces if face.reason} | {face.note for face in faces if face.note})
     why = f" ({'; '.join(reasons)})" if reasons else ""
-    return f"image {index + 1}: {len(faces)} faces found, {restored} restored{why}, detector {detector}"
+    return f"image {index + 1}: {counted(len(faces), 'face')} found, {restored} restored{why}, detector {detector}"
 
 
 class FaceTally:
@@ -246,10 +255,12 @@ class LoadCodeFormer:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # the name ComfyUI calls
-        files = host.codeformer_files()
-        choices = [*files, OFFICIAL_CHOICE] if not any(name.endswith("codeformer.pth") for name in files) else files
-        tooltip = "A CodeFormer weights file; any file is checked to be CodeFormer's before it is used."
-        return {"required": {"model_name": (choices or [OFFICIAL_CHOICE], {"tooltip": tooltip})}}
+        files = [name for name in host.codeformer_files() if name != OFFICIAL_CHOICE]
+        tooltip = (
+            "A CodeFormer weights file; any file is checked to be CodeFormer's before it is used. codeformer.pth: "
+            "the official file, downloaded (and verified) into models/facerestore_models where no folder has it."
+        )
+        return {"required": {"model_name": ([OFFICIAL_CHOICE, *files], {"tooltip": tooltip})}}
 
     def load(self, model_name: str) -> tuple[CodeFormerModel]:
         return (load_model(model_name),)
@@ -386,7 +397,8 @@ class RestoreVideoFrames:
                 host.raise_if_interrupted()
             raise _failure(error) from None
         host.raise_if_interrupted()
-        report = f"{count} frames: {restored} faces restored over the clip, {tracks} faces followed"
+        report = f"{counted(count, 'frame')}: {counted(restored, 'face')} restored over the clip, "
+        report += f"{counted(tracks, 'face')} followed"
         return output, masks, report
 
 

@@ -39,16 +39,23 @@ def component_of(gr, option: option_specs.Option) -> tuple[type, dict[str, Any]]
     return gr.Number, {**precision, "minimum": option.control_minimum, "maximum": option.maximum}
 
 
-def control(gr, option: option_specs.Option, tab: str) -> Any:
-    """One gradio component for an option, showing its default; its help is its tooltip (javascript/)."""
+def control(gr, option: option_specs.Option, tab: str, choices: list[str] | None = None) -> Any:
+    """One gradio component for an option, showing its default; its help is its tooltip (javascript/).
+    ``choices``: the host's own, for an option whose choices are the host's (its upscalers)."""
     component, arguments = component_of(gr, option)
+    if choices:
+        arguments = {**arguments, "choices": list(choices)}
     value = option.control_default
     return component(value=value, label=option.display_label, elem_id=f"{ELEMENT_PREFIX}{tab}_{option.key}", **arguments)
 
 
-def extras_controls(gr, accordion: Callable[..., Any] | None = None, tab: str = "extras") -> dict[str, Any]:
-    """The Extras step's controls: ``enable`` and every option, inside an accordion."""
-    return _accordion_of(gr, accordion, tab, _in_rows(EXTRAS_KEYS, (2, 2, 3, 3)))
+def extras_controls(
+    gr, accordion: Callable[..., Any] | None = None, tab: str = "extras", upscalers: list[str] | None = None
+) -> dict[str, Any]:
+    """The Extras step's controls: ``enable`` and every option, inside an accordion. ``upscalers``: the host's,
+    offered for large faces."""
+    choices = {"face_upscaler": upscalers} if upscalers else {}
+    return _accordion_of(gr, accordion, tab, _in_rows(EXTRAS_KEYS, (2, 2, 3, 3, 1)), choices)
 
 
 def panel_controls(gr, accordion: Callable[..., Any] | None, tab: str) -> dict[str, Any]:
@@ -64,7 +71,7 @@ def _in_rows(keys: tuple[str, ...], lengths: tuple[int, ...]) -> list[tuple[str,
     return [keys[start : start + length] for start, length in zip(starts, lengths, strict=True)]
 
 
-def _accordion_of(gr, accordion, tab: str, rows) -> dict[str, Any]:
+def _accordion_of(gr, accordion, tab: str, rows, choices: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """``enable`` and the options in ``rows``, inside an accordion.
 
     ``accordion(value, label=..., elem_id=...)`` is the host's InputAccordion
@@ -74,18 +81,18 @@ def _accordion_of(gr, accordion, tab: str, rows) -> dict[str, Any]:
     elem_id = f"{ELEMENT_PREFIX}{tab}"
     if accordion is not None:
         with accordion(False, label="CodeFormer (extension)", elem_id=elem_id) as enable:
-            controls = _option_rows(gr, tab, rows)
+            controls = _option_rows(gr, tab, rows, choices or {})
     else:
         with gr.Accordion("CodeFormer (extension)", open=False, elem_id=elem_id):
             enable = gr.Checkbox(False, label="Enable", elem_id=f"{elem_id}_enable")
-            controls = _option_rows(gr, tab, rows)
+            controls = _option_rows(gr, tab, rows, choices or {})
     return {"enable": enable, **controls}
 
 
-def _option_rows(gr, tab: str, rows) -> dict[str, Any]:
+def _option_rows(gr, tab: str, rows, choices: dict[str, list[str]]) -> dict[str, Any]:
     controls: dict[str, Any] = {}
     for row in rows:
         with gr.Row():
             for key in row:
-                controls[key] = control(gr, option_specs.BY_KEY[key], tab)
+                controls[key] = control(gr, option_specs.BY_KEY[key], tab, choices.get(key))
     return controls

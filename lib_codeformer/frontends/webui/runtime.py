@@ -33,7 +33,22 @@ INFOTEXT_KEYS = {option.key: option.infotext_key for option in option_specs.OPTI
 # The WebUI settings: every option shown there, under its setting name.
 SETTING_OPTIONS = option_specs.shown_in(option_specs.SETTINGS)
 # What a restoration takes from the settings and the controls.
-RESTORE_VALUE_KEYS = (*option_specs.RESTORE_KEYS, "visibility")
+RESTORE_VALUE_KEYS = (*option_specs.RESTORE_KEYS, "visibility", "face_upscaler")
+# The face upscaler's value that means none.
+NO_UPSCALER = "None"
+
+
+class HostUpscaler:
+    """One of the WebUI's own upscalers (Lanczos, ESRGAN, Real-ESRGAN, SwinIR, DAT...) as the restorer's face
+    upscaler: the host enlarges through its own API, on its own device, with its own tiling."""
+
+    def __init__(self, name: str, upscale: Callable[[np.ndarray, float, str], np.ndarray]) -> None:
+        self.name, self._upscale = name, upscale
+
+    def upscale(self, image: np.ndarray, scale: float) -> np.ndarray:
+        pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        enlarged = np.asarray(self._upscale(pixels, scale, self.name))
+        return enlarged[:, :, :3].astype(np.float32) / 255.0
 # Where a WebUI user gives the weights: said in every message about a missing or broken file.
 WEIGHTS_SETTING = "Settings > CodeFormer > CodeFormer weights file"
 
@@ -48,6 +63,9 @@ class HostServices:
     detector_model_dirs: Sequence[str] = ()  # RetinaFace / ParseNet weights (models/GFPGAN)
     prepare_memory: Callable[[], None] = lambda: None  # free VRAM before moving a model to the GPU (Forge)
     release_memory: Callable[[], None] = lambda: None  # after a model left the GPU
+    upscaler_names: Callable[[], list[str]] = lambda: ["None"]  # the host's upscalers (shared.sd_upscalers)
+    # upscale(RGB uint8 image, scale, upscaler name) -> RGB uint8 image: through the host's own upscaler
+    upscale: Callable[[np.ndarray, float, str], np.ndarray] | None = None
 
 
 @dataclass
@@ -78,6 +96,9 @@ class Outcome:
             "CodeFormer detector": self.detector,
             VERSION_KEY: __version__,
         }
+        enlarged = [face.upscaled for face in self.faces if face.restored and face.upscaled]
+        if enlarged:
+            info[INFOTEXT_KEYS["face_upscaler"]] = f"{self.values.get('face_upscaler')} ({len(enlarged)} faces)"
         defaults = option_specs.defaults()
         for key in INFOTEXT_OPTIONS:
             value = self.values.get(key)
@@ -197,6 +218,7 @@ class ExtensionRuntime:
                     image,
                     progress=progress,
                     should_stop=should_stop,
+                    face_upscaler=self._face_upscaler(chosen.get("face_upscaler")),
                     **{key: chosen[key] for key in option_specs.RESTORE_KEYS},
                 )
             finally:
@@ -210,6 +232,14 @@ class ExtensionRuntime:
 
             blend_regions(image, restored, chosen["visibility"], result.changed)
         return Outcome(restored, result.faces, result.detector, values=chosen)
+
+    def _face_upscaler(self, name: str | None) -> HostUpscaler | None:
+        if not name or name == NO_UPSCALER or self.services.upscale is None:
+            return None
+        names = self.services.upscaler_names()
+        if name not in names:
+            raise ValueError(f"the WebUI has no upscaler named {name!r} (its upscalers: {', '.join(names)})")
+        return HostUpscaler(name, self.services.upscale)
 
     def _begin_use(self, settings: dict[str, Any]):
         """The restorer, on its device (VRAM freed first where the host asks for it), counted as in use."""
