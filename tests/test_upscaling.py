@@ -193,13 +193,14 @@ def test_a_file_that_is_no_upscaler_is_refused_with_what_it_is(small_weights_fil
 def test_the_command_line_enlarges_faces_and_images(tmp_path, astronaut, small_weights_file, esrgan_file, capsys):
     from lib_codeformer.frontends import cli
 
-    big = np.asarray(Image.fromarray(astronaut).resize((1536, 1536), Image.LANCZOS))
+    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048), Image.LANCZOS))  # the face's crop: ~700 px
     Image.fromarray(big).save(tmp_path / "portrait.png")
     weights = ["--weights", str(small_weights_file), "--detector", "yunet", "--quiet"]
     out = tmp_path / "faces"
     args = ["restore", str(tmp_path / "portrait.png"), "-o", str(out), "--face-upscaler", str(esrgan_file), *weights]
     assert cli.main(args) == 0
-    assert Image.open(out / "portrait.png").size == (1536, 1536)
+    assert Image.open(out / "portrait.png").size == (2048, 2048)
+    assert "portrait.png: 1 face enlarged with 4x_tiny_esrgan.pth" in capsys.readouterr().err
     small = tmp_path / "small"
     small.mkdir()
     Image.fromarray(astronaut).save(small / "a.png")

@@ -188,3 +188,32 @@ def test_a_device_it_cannot_run_on_falls_back_to_the_cpu(loaded, comfy, astronau
     comfy.device = "cuda:3"  # no such GPU here
     _, _, report = nodes.RestoreFaces().restore(loaded, as_image(astronaut), **restore_values())
     assert "1 restored" in report and "using the CPU" in caplog.text
+
+
+class Doubling(torch.nn.Module):
+    """Stands in for Load Upscale Model's output (a spandrel model: called with a tensor, has a scale)."""
+
+    scale = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic").clamp(0, 1)
+
+
+def test_an_upscale_model_enlarges_large_faces_only(loaded, comfy, astronaut):
+    import cv2
+
+    upscaler = Doubling()
+    big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)  # its crop covers about 700 px there
+    _, _, report = nodes.RestoreFaces().restore(loaded, as_image(big), upscale_model=upscaler, **restore_values())
+    assert upscaler.calls >= 1 and "1 restored, 1 enlarged" in report, report
+    upscaler.calls = 0
+    _, _, report = nodes.RestoreFaces().restore(loaded, as_image(astronaut), upscale_model=upscaler, **restore_values())
+    assert upscaler.calls == 0 and "enlarged" not in report  # a 200 px face: nothing to enlarge
+    assert loaded.restorer.face_upscaler is None  # only for that run
+    with pytest.raises(nodes.CodeFormerNodeError, match="Load Upscale Model"):
+        nodes.RestoreFaces().restore(loaded, as_image(astronaut), upscale_model="x4.pth", **restore_values())

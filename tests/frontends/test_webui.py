@@ -617,3 +617,39 @@ def test_a_generation_that_raised_leaves_no_panel_state_behind(variant, tmp_path
     panel(host).process(Processing(), True, 0.7)
     assert not np.array_equal(host.modules["modules.codeformer_model"].codeformer.restore(astronaut, w=0.5), astronaut)
     host.uninstall()
+
+
+def test_large_faces_are_enlarged_by_the_hosts_upscaler_chosen_in_extras(host, astronaut):
+    import cv2
+
+    script = host.postprocessing_classes[0]()
+    controls = dict(zip(EXTRAS_CONTROLS, [True, 0.5, 1.0, "yunet", 0.0, "all", 0, 0, 1.0, "box", False, "Lanczos"], strict=True))
+    portrait = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)  # its face's crop: about 700 px
+    pp = PostprocessedImage(Image.fromarray(portrait))
+    script.process(pp, **controls)
+    ((name, size, scale, _),) = host.upscale_calls  # once, through the host's own upscaler
+    assert name == "Lanczos" and size == (512, 512) and 1.2 < scale < 1.5
+    assert pp.info["CodeFormer face upscaler"] == "Lanczos (1 faces)"
+    host.upscale_calls.clear()
+    small = PostprocessedImage(Image.fromarray(astronaut))  # a face smaller than the crop: nothing to enlarge
+    script.process(small, **controls)
+    assert host.upscale_calls == [] and "CodeFormer face upscaler" not in small.info
+    none = PostprocessedImage(Image.fromarray(portrait))
+    script.process(none, **{**controls, "face_upscaler": "None"})
+    assert host.upscale_calls == [] and "CodeFormer face upscaler" not in none.info
+    unknown = PostprocessedImage(Image.fromarray(portrait))
+    script.process(unknown, **{**controls, "face_upscaler": "4x-Missing"})
+    assert np.array_equal(np.asarray(unknown.image), portrait)  # nothing lost
+    assert "no upscaler named '4x-Missing'" in unknown.info["CodeFormer"]
+
+
+def test_the_upscaler_control_and_setting_list_the_hosts_upscalers(host):
+    import gradio as gr
+
+    with gr.Blocks():
+        controls = host.postprocessing_classes[0]().ui()
+    names = ["None", "Lanczos", "Nearest"]
+    assert list(controls["face_upscaler"].choices) in (names, [(name, name) for name in names])  # gradio 3, gradio 4
+    info = host.shared.opts.data_labels["codeformer_face_upscaler"]
+    assert info.component_args()["choices"] == ["None", "Lanczos", "Nearest"] and info.default == "None"
+    assert info.label.startswith("CodeFormer: ")

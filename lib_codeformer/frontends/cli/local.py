@@ -173,6 +173,7 @@ class _Run:
                         tqdm.write(f"note: {source}: {note}", file=sys.stderr)
                     check_writable(loaded)
                     result = self.restorer.restore(loaded.pixels, **self.options)
+                    self._say_what_changed(source, result)
                 except WeightsError:
                     raise
                 except Exception as error:  # one bad image must not end the batch
@@ -187,6 +188,17 @@ class _Run:
             self._collect(writes, wait=True)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish (whole files), queued reads are dropped
+
+    def _say_what_changed(self, source: Path, result) -> None:
+        """Faces a face upscaler enlarged (or could not), a line each image."""
+        from tqdm import tqdm
+
+        enlarged = sum(bool(face.restored and face.upscaled) for face in result.faces)
+        if enlarged:
+            name = self.restorer.face_upscaler.name
+            tqdm.write(f"note: {source}: {enlarged} face{'s' if enlarged > 1 else ''} enlarged with {name}", file=sys.stderr)
+        for note in sorted({face.note for face in result.faces if face.note}):
+            tqdm.write(f"note: {source}: {note}", file=sys.stderr)
 
     def _enlarge(self, loaded) -> None:
         """--upscale: the image enlarged before its faces are restored, where the result fits --max-pixels."""

@@ -38,6 +38,14 @@ IMAGES_PER_CALL = 8
 # GPU memory one face in a network batch needs (measured peak with the released network, fp32, with room to spare).
 BYTES_PER_FACE = 1200 * 2**20
 NETWORK_BYTES = 500 * 2**20
+UPSCALE_INPUT = (
+    "UPSCALE_MODEL",
+    {
+        "tooltip": "Optional, from Load Upscale Model (ESRGAN, Real-ESRGAN, SwinIR, DAT...): faces larger on the image "
+        "than CodeFormer's 512 px are enlarged by it to their size there before they are pasted back, so they keep "
+        "their detail; smaller faces cost nothing."
+    },
+)
 RESTORE_OPTIONS = [option for option in option_specs.shown_in(option_specs.COMFYUI) if option.scope == option_specs.RESTORE]
 VIDEO_OPTIONS = [option for option in option_specs.shown_in(option_specs.COMFYUI) if option.scope == option_specs.VIDEO]
 
@@ -69,8 +77,9 @@ class CodeFormerModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
-    def on_device(self) -> Iterator[Any]:
-        """The restorer on ComfyUI's device for one run (other models offloaded first), offloaded after."""
+    def on_device(self, upscale_model: Any = None) -> Iterator[Any]:
+        """The restorer on ComfyUI's device for one run (other models offloaded first), offloaded after; with an
+        UPSCALE_MODEL (ComfyUI's "Load Upscale Model"), large faces are enlarged by it on the same device."""
         from ...restorer import checked_device
 
         target = host.device()
@@ -86,12 +95,28 @@ class CodeFormerModel:
                 restorer.batch_size = int(max(1, min(16, free // BYTES_PER_FACE)))
             host.make_room(NETWORK_BYTES + restorer.batch_size * BYTES_PER_FACE, target)
             restorer.to(target)
+            restorer.face_upscaler = face_upscaler_of(upscale_model, target)
             try:
                 yield restorer
             finally:
+                restorer.face_upscaler = None
                 if not target.startswith("cpu"):
                     restorer.to(host.offload_device())
+                    if upscale_model is not None:
+                        upscale_model.to(host.offload_device())
                     host.empty_cache()
+
+
+def face_upscaler_of(upscale_model: Any, device: str) -> Any:
+    """ComfyUI's UPSCALE_MODEL (a spandrel ImageModelDescriptor) as the restorer's face upscaler, on ``device``."""
+    if upscale_model is None:
+        return None
+    from ...upscaling.models import ModelUpscaler
+
+    if not callable(upscale_model) or not hasattr(upscale_model, "scale"):
+        got = type(upscale_model).__name__
+        raise CodeFormerNodeError(f"CodeFormer: upscale_model must come from Load Upscale Model (got {got})")
+    return ModelUpscaler(upscale_model, device, name=f"UPSCALE_MODEL x{upscale_model.scale}")
 
 
 _LOADED: dict[str, CodeFormerModel] = {}
@@ -210,7 +235,9 @@ def _describe(index: int, faces: list, detector: str) -> str:
     restored = sum(face.restored for face in faces)
     reasons = sorted({face.reason for face in faces if face.reason} | {face.note for face in faces if face.note})
     why = f" ({'; '.join(reasons)})" if reasons else ""
-    return f"image {index + 1}: {counted(len(faces), 'face')} found, {restored} restored{why}, detector {detector}"
+    enlarged = sum(bool(face.restored and face.upscaled) for face in faces)
+    larger = f", {enlarged} enlarged" if enlarged else ""
+    return f"image {index + 1}: {counted(len(faces), 'face')} found, {restored} restored{larger}{why}, detector {detector}"
 
 
 class FaceTally:
@@ -292,9 +319,11 @@ class RestoreFaces:
             "image": ("IMAGE", {"tooltip": "The images whose faces to restore."}),
         }
         required.update({option.key: comfy_input(option) for option in RESTORE_OPTIONS})
-        return {"required": required}
+        return {"required": required, "optional": {"upscale_model": UPSCALE_INPUT}}
 
-    def restore(self, codeformer: CodeFormerModel, image: Any, **values: Any) -> tuple[Any, Any, str]:
+    def restore(
+        self, codeformer: CodeFormerModel, image: Any, upscale_model: Any = None, **values: Any
+    ) -> tuple[Any, Any, str]:
         import torch
 
         images = checked_images(image)
@@ -305,7 +334,7 @@ class RestoreFaces:
         lines: list[str] = []
         tally = FaceTally(count, host.Progress(count))
         try:
-            with codeformer.on_device() as restorer:
+            with codeformer.on_device(upscale_model) as restorer:
                 for start in range(0, count, IMAGES_PER_CALL):
                     frames = [to_pixels(images[index]) for index in range(start, min(count, start + IMAGES_PER_CALL))]
                     results = restorer.restore_many(
@@ -354,9 +383,11 @@ class RestoreVideoFrames:
         }
         required.update({option.key: comfy_input(option) for option in RESTORE_OPTIONS})
         required.update({option.key: comfy_input(option) for option in VIDEO_OPTIONS})
-        return {"required": required}
+        return {"required": required, "optional": {"upscale_model": UPSCALE_INPUT}}
 
-    def restore(self, codeformer: CodeFormerModel, frames: Any, **values: Any) -> tuple[Any, Any, str]:
+    def restore(
+        self, codeformer: CodeFormerModel, frames: Any, upscale_model: Any = None, **values: Any
+    ) -> tuple[Any, Any, str]:
         import torch
 
         from ...video.pipeline import restore_array_frames
@@ -374,7 +405,7 @@ class RestoreVideoFrames:
         progress = host.Progress(count)
         restored = tracks = 0
         try:
-            with codeformer.on_device() as restorer:
+            with codeformer.on_device(upscale_model) as restorer:
                 pixels = (to_pixels(images[index]) for index in range(count))
                 stream = restore_array_frames(
                     restorer, pixels, tracking=tracking, should_stop=host.interrupted, coverage=True, **settings
