@@ -506,7 +506,7 @@ OPTIONS: tuple[Option, ...] = (
         "they are pasted back, so they keep the detail of the skin and hair around them; smaller faces cost nothing. "
         "Command line: lanczos or a super-resolution model file (ESRGAN, Real-ESRGAN, SwinIR, DAT...); WebUI: one of "
         "the WebUI's upscalers.",
-        frozenset({CLI, EXTRAS, SETTINGS}),
+        frozenset({CLI, HTTP, EXTRAS, SETTINGS}),
         scope=RESTORER,
         choices=("None", "Lanczos"),
         open_choices=True,

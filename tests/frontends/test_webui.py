@@ -653,3 +653,16 @@ def test_the_upscaler_control_and_setting_list_the_hosts_upscalers(host):
     info = host.shared.opts.data_labels["codeformer_face_upscaler"]
     assert info.component_args()["choices"] == ["None", "Lanczos", "Nearest"] and info.default == "None"
     assert info.label.startswith("CodeFormer: ")
+
+
+def test_the_api_takes_the_face_upscaler_by_the_hosts_name(client, host, astronaut):
+    import cv2
+
+    portrait = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    body = {"image": encode_png(portrait), "detector": "yunet", "face_upscaler": "Lanczos"}
+    response = client.post("/codeformer/v1/restore", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["info"]["CodeFormer face upscaler"] == "Lanczos (1 faces)"
+    assert [call[0] for call in host.upscale_calls] == ["Lanczos"]
+    missing = client.post("/codeformer/v1/restore", json={**body, "face_upscaler": "4x-Missing"})
+    assert missing.status_code == 503 and "no upscaler named '4x-Missing'" in missing.json()["detail"]
