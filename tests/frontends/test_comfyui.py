@@ -217,3 +217,31 @@ def test_an_upscale_model_enlarges_large_faces_only(loaded, comfy, astronaut):
     assert loaded.restorer.face_upscaler is None  # only for that run
     with pytest.raises(nodes.CodeFormerNodeError, match="Load Upscale Model"):
         nodes.RestoreFaces().restore(loaded, as_image(astronaut), upscale_model="x4.pth", **restore_values())
+
+
+def test_the_example_workflow_matches_the_nodes():
+    """examples/comfyui_restore_faces.json: its widget values in each node's widget order, valid, its links typed."""
+    import json
+
+    workflow = json.loads((ROOT / "examples" / "comfyui_restore_faces.json").read_text())
+    nodes_by_id = {node["id"]: node for node in workflow["nodes"]}
+    for node in workflow["nodes"]:
+        cls = nodes.NODE_CLASS_MAPPINGS.get(node["type"])
+        if cls is None:
+            continue  # ComfyUI's own nodes
+        widgets = [
+            (name, spec)
+            for name, spec in cls.INPUT_TYPES()["required"].items()
+            if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "BOOLEAN", "STRING")
+        ]
+        assert len(node["widgets_values"]) == len(widgets), node["type"]
+        for (name, _), value in zip(widgets, node["widgets_values"], strict=True):
+            if name in options.BY_KEY:
+                options.BY_KEY[name].parse(value)  # valid by its option's rule
+        pairs = zip(widgets, node["widgets_values"], strict=True)
+        assert node["widgets_values"] == [spec[1].get("default", value) for (_, spec), value in pairs]  # the defaults
+    for _, source, slot, target, _, kind in workflow["links"]:
+        cls = nodes.NODE_CLASS_MAPPINGS.get(nodes_by_id[source]["type"])
+        if cls is not None:
+            assert cls.RETURN_TYPES[slot] == kind
+        assert target in nodes_by_id
