@@ -14,7 +14,9 @@ convolutions only (what runs without a C compiler, and on ARM). Each of our
 modes is also checked against the official network's golden outputs
 (tests/data) to say whether it keeps the accuracy the tests demand. Peak
 memory is the growth of the process's peak resident set (CPU, Linux) or of
-the CUDA allocator's peak during one batch-1 pass.
+the CUDA allocator's peak during one batch-1 pass. "Fraction of peak": the
+Winograd kernel's products per second (benchmarks/profile_network.py) over
+cores x clock x 16 float32 FMA lanes per cycle.
 
     python benchmarks/bench_network.py [--repeats 5] [--batch-sizes 1 4]
 """
@@ -43,6 +45,9 @@ from lib_codeformer import accelerate, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import buffers, kernel_build, winograd  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.testing.machine import cpu_family  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from profile_network import clock_ghz, kernel_rate, peak_fma_per_second  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
 FACE = ROOT / "tests" / "data" / "input_face.png"
@@ -172,9 +177,11 @@ def bench(args: argparse.Namespace) -> None:
         print(f"device: {torch.cuda.get_device_name(device)}")
     print(
         "\n| mode | batch | ours ms/face, consecutive faces | ours ms/face, first after idle | reference ms/face "
-        "| ours/reference, consecutive | ours/reference, first after idle | meets golden tolerances |"
+        "| ours/reference, consecutive | ours/reference, first after idle | kernel products, fraction of peak "
+        "| meets golden tolerances |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    peak = peak_fma_per_second(clock_ghz() or 3.0, 16, torch.get_num_threads()) if device.type == "cpu" else None
     for name, dtype, fast, kernel in modes:
         kernel_build._loaded["kernel"] = kernel
         accelerate(ours, winograd_kernel=fast)
@@ -210,7 +217,11 @@ def bench(args: argparse.Namespace) -> None:
                 reference_text = f"{reference_ms:.0f}"
             else:
                 ratios, reference_text = "n/a | n/a", "n/a"
-            row = f"| {name} | {batch} | {ours_ms:.0f} | {first_ms:.0f} | {reference_text} | {ratios} | {accuracy} |"
+            fraction = "n/a"
+            if peak and fast and kernel is not None and dtype == torch.float32:
+                rate, _ = kernel_rate(run_ours)
+                fraction = f"{rate / peak:.2f}"
+            row = f"| {name} | {batch} | {ours_ms:.0f} | {first_ms:.0f} | {reference_text} | {ratios} | {fraction} | {accuracy} |"
             print(row, flush=True)
 
     x = golden_input().to(device)

@@ -1,0 +1,196 @@
+"""Where one pass of the network spends its time, and how close the Winograd kernel's products come to the CPU's peak.
+
+Per layer kind (3x3 convolutions on the kernel by shape, 3x3 on PyTorch, other
+convolutions, GroupNorm, the transformer, the rest) the exclusive time of one
+pass (a module's time minus its children's), its share of the pass, and for
+the kernel's convolutions the multiply-adds its products stage does
+(Winograd F(m x m, 3 x 3): (m + 2)^2 products per tile per channel pair) per
+second against the machine's peak: cores x clock x FMA lanes per cycle (16 on
+AVX-512 and AVX2 cores with two 256-bit or one 512-bit FMA pipe; give
+``--fma-per-cycle`` and ``--ghz`` where they differ). The same figure is the
+"fraction of peak" column of ``bench_network.py``.
+
+    python benchmarks/profile_network.py [--batch 1] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib_codeformer import accelerate, load_codeformer  # noqa: E402
+from lib_codeformer.acceleration import winograd  # noqa: E402
+from lib_codeformer.acceleration.layers import FastConv3x3  # noqa: E402
+from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
+from lib_codeformer.testing.machine import cpu_family  # noqa: E402
+
+FIDELITY = 0.5
+
+
+def clock_ghz() -> float | None:
+    """The highest clock /proc/cpuinfo reports (the boost clock where it is listed), in GHz."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    speeds = [float(line.split(":")[1]) for line in cpuinfo.read_text().splitlines() if line.startswith("cpu MHz")]
+    return max(speeds) / 1000 if speeds else None
+
+
+def peak_fma_per_second(ghz: float, fma_per_cycle: int, cores: int) -> float:
+    return ghz * 1e9 * fma_per_cycle * cores
+
+
+def tile_of(height: int, width: int, in_channels: int) -> int:
+    """The tile ``winograd.run`` chooses (its rule, repeated here to count products)."""
+    return 6 if height * width >= winograd.LARGE_TILE_PIXELS and in_channels <= winograd.LARGE_TILE_CHANNELS else 4
+
+
+@contextmanager
+def counting_kernel(record: list[tuple[float, int, int, str]]):
+    """Every kernel call timed: (seconds, Winograd products, direct multiply-adds, shape) appended to ``record``."""
+    original = winograd.run
+
+    def run(loaded, x, weight, bias, residual, norm, upsample, tile=None):
+        batch, in_channels, height, width = x.shape
+        if upsample:
+            height, width = 2 * height, 2 * width
+        out_channels = weight.shape[0]
+        chosen = tile or tile_of(height, width, in_channels)
+        tiles = math.ceil(height / chosen) * math.ceil(width / chosen)
+        products = batch * tiles * (chosen + 2) ** 2 * in_channels * out_channels
+        direct = batch * height * width * in_channels * out_channels * 9
+        started = time.perf_counter()
+        result = original(loaded, x, weight, bias, residual, norm, upsample, tile)
+        shape = f"{in_channels}->{out_channels} @{height}x{width} F({chosen})" + (" up" if upsample else "")
+        record.append((time.perf_counter() - started, products, direct, shape))
+        return result
+
+    winograd.run = run
+    try:
+        yield
+    finally:
+        winograd.run = original
+
+
+def kernel_rate(run: Callable[[], object]) -> tuple[float, float]:
+    """(products per second in the kernel's calls, share of the pass inside them) for one run of ``run``."""
+    record: list[tuple[float, int, int, str]] = []
+    started = time.perf_counter()
+    with counting_kernel(record):
+        run()
+    total = time.perf_counter() - started
+    seconds = sum(entry[0] for entry in record)
+    return (sum(entry[1] for entry in record) / seconds if seconds else 0.0), seconds / total
+
+
+def kind_of(module: nn.Module, name: str) -> str:
+    if isinstance(module, FastConv3x3):
+        return "3x3 conv, fused (Winograd kernel where it applies)"
+    if isinstance(module, nn.Conv2d):
+        return f"conv {module.kernel_size[0]}x{module.kernel_size[1]}, stride {module.stride[0]} (PyTorch)"
+    if isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
+        return type(module).__name__
+    if "ft_layers" in name or isinstance(module, (nn.MultiheadAttention, nn.Linear)):
+        return "transformer (attention, feed-forward)"
+    return type(module).__name__
+
+
+def profile(model: nn.Module, x: torch.Tensor, repeats: int) -> tuple[dict[str, list[float]], float]:
+    """Exclusive seconds per kind over ``repeats`` passes (each a list), and the median pass time."""
+    times: dict[str, list[float]] = defaultdict(list)
+    stack: list[list[float]] = []
+    handles = []
+    kinds = {module: kind_of(module, name) for name, module in model.named_modules() if module is not model}
+
+    def before(module, inputs):
+        stack.append([time.perf_counter(), 0.0])
+
+    def after(module, inputs, output):
+        started, children = stack.pop()
+        elapsed = time.perf_counter() - started
+        if stack:
+            stack[-1][1] += elapsed
+        current[kinds[module]] = current.get(kinds[module], 0.0) + elapsed - children
+
+    for module in kinds:
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    passes = []
+    try:
+        for _ in range(repeats):
+            current: dict[str, float] = {}
+            started = time.perf_counter()
+            with torch.inference_mode():
+                model(x, w=FIDELITY, adain=True)
+            passes.append(time.perf_counter() - started)
+            for kind, seconds in current.items():
+                times[kind].append(seconds)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return times, statistics.median(passes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ghz", type=float, default=None, help="the cores' clock (default: the highest /proc/cpuinfo lists)")
+    parser.add_argument("--fma-per-cycle", type=int, default=16, help="float32 FMA lanes per core and cycle (default 16)")
+    args = parser.parse_args()
+    model = accelerate(load_codeformer(synthetic_state_dict(1234)))
+    x = torch.rand(args.batch, 3, 512, 512) * 2 - 1
+    with torch.inference_mode():
+        model(x, w=FIDELITY, adain=True)  # warm-up
+    ghz = args.ghz or clock_ghz() or 3.0
+    cores = torch.get_num_threads()
+    peak = peak_fma_per_second(ghz, args.fma_per_cycle, cores)
+    machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
+    print(f"CPU: {machine}, {cores} threads at {ghz:.2f} GHz, peak {peak / 1e9:.0f} G FMA/s ({args.fma_per_cycle} per cycle)")
+    times, per_pass = profile(model, x, args.repeats)
+    print(f"\none pass, batch {args.batch}: {per_pass * 1000:.0f} ms (median of {args.repeats}, with hooks)\n")
+    print("| layer kind | ms per pass | share |")
+    print("|---|---|---|")
+    accounted = 0.0
+    for kind, seconds in sorted(times.items(), key=lambda item: -statistics.median(item[1])):
+        median = statistics.median(seconds)
+        accounted += median
+        print(f"| {kind} | {median * 1000:.1f} | {median / per_pass:.1%} |")
+    print(f"| outside any module | {(per_pass - accounted) * 1000:.1f} | {(per_pass - accounted) / per_pass:.1%} |")
+    record: list[tuple[float, int, int, str]] = []
+    with counting_kernel(record), torch.inference_mode():
+        model(x, w=FIDELITY, adain=True)
+    by_shape: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for seconds, products, direct, shape in record:
+        entry = by_shape[shape]
+        entry[0] += seconds
+        entry[1] += products
+        entry[2] += direct
+        entry[3] += 1
+    print("\n| kernel call shape | calls | ms | G products/s | fraction of peak | direct-equivalent G MAC/s |")
+    print("|---|---|---|---|---|---|")
+    for shape, (seconds, products, direct, calls) in sorted(by_shape.items(), key=lambda item: -item[1][0]):
+        rate = products / seconds
+        figures = f"{seconds * 1000:.1f} | {rate / 1e9:.0f} | {rate / peak:.2f} | {direct / seconds / 1e9:.0f}"
+        print(f"| {shape} | {calls:.0f} | {figures} |")
+    seconds = sum(entry[0] for entry in record)
+    products = sum(entry[1] for entry in record)
+    rate = products / seconds
+    print(f"\nkernel: {seconds * 1000:.0f} ms of the pass, {rate / 1e9:.0f} G products/s = {rate / peak:.2f} of peak")
+
+
+if __name__ == "__main__":
+    main()
