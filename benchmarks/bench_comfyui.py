@@ -19,11 +19,8 @@ reference (< 1 is faster).
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import machine_line, median_time  # noqa: E402
+
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.faces.detection import YuNetDetector, detect_faces  # noqa: E402
 from lib_codeformer.frontends.comfyui import nodes  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
-from lib_codeformer.testing.machine import cpu_family  # noqa: E402
-
-
-def median_time(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,8 +45,7 @@ def main() -> None:
     import bench_pipeline
 
     state_dict = synthetic_state_dict(1234)
-    machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
-    print(f"CPU: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(machine_line())
     print("\n| image | node row | node s | facexlib path s | node / facexlib |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:

@@ -17,11 +17,8 @@ CodeFormer runs on the seed-1234 synthetic weights, faces found by YuNet.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -32,19 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import machine_line, median_time  # noqa: E402
+
 from lib_codeformer import FaceRestorer, load_codeformer  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
-from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 from lib_codeformer.upscaling import Lanczos, load_upscaler, upscale_image  # noqa: E402
-
-
-def median_time(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def esrgan_upscaler(folder: Path):
@@ -75,8 +64,7 @@ def main() -> None:
     portrait = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
     network = load_codeformer(synthetic_state_dict(1234))
     restorer = FaceRestorer(network, detector="yunet", device="cpu")
-    machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
-    print(f"CPU: {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(machine_line())
     print("\n| work | without enlarging s | with it s | extra s | ratio |")
     print("|---|---|---|---|---|")
     restorer.restore(portrait)  # warm-up: models loaded, kernels built

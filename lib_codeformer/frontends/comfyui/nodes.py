@@ -68,6 +68,16 @@ def comfy_input(option: option_specs.Option) -> tuple[Any, dict[str, Any]]:
     return kind, settings
 
 
+def restore_inputs(image_name: str, tooltip: str, node_options: Sequence[option_specs.Option]) -> dict[str, Any]:
+    """A restore node's inputs: the model, the IMAGE batch, its declared options; the optional upscaler."""
+    required: dict[str, Any] = {
+        "codeformer": (MODEL_TYPE, {"tooltip": "From Load CodeFormer."}),
+        image_name: ("IMAGE", {"tooltip": tooltip}),
+    }
+    required.update({option.key: comfy_input(option) for option in node_options})
+    return {"required": required, "optional": {"upscale_model": UPSCALE_INPUT}}
+
+
 @dataclass
 class CodeFormerModel:
     """The loaded network and its restorer, shared by every node and run that uses the same file."""
@@ -314,12 +324,7 @@ class RestoreFaces:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # the name ComfyUI calls
-        required: dict[str, Any] = {
-            "codeformer": (MODEL_TYPE, {"tooltip": "From Load CodeFormer."}),
-            "image": ("IMAGE", {"tooltip": "The images whose faces to restore."}),
-        }
-        required.update({option.key: comfy_input(option) for option in RESTORE_OPTIONS})
-        return {"required": required, "optional": {"upscale_model": UPSCALE_INPUT}}
+        return restore_inputs("image", "The images whose faces to restore.", RESTORE_OPTIONS)
 
     def restore(
         self, codeformer: CodeFormerModel, image: Any, upscale_model: Any = None, **values: Any
@@ -377,13 +382,8 @@ class RestoreVideoFrames:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:  # the name ComfyUI calls
-        required: dict[str, Any] = {
-            "codeformer": (MODEL_TYPE, {"tooltip": "From Load CodeFormer."}),
-            "frames": ("IMAGE", {"tooltip": "Consecutive frames of one clip (a video loader's IMAGE batch)."}),
-        }
-        required.update({option.key: comfy_input(option) for option in RESTORE_OPTIONS})
-        required.update({option.key: comfy_input(option) for option in VIDEO_OPTIONS})
-        return {"required": required, "optional": {"upscale_model": UPSCALE_INPUT}}
+        tooltip = "Consecutive frames of one clip (a video loader's IMAGE batch)."
+        return restore_inputs("frames", tooltip, [*RESTORE_OPTIONS, *VIDEO_OPTIONS])
 
     def restore(
         self, codeformer: CodeFormerModel, frames: Any, upscale_model: Any = None, **values: Any
