@@ -322,7 +322,14 @@ def on_app_started(demo, app) -> None:
 
     # --api-auth protects the WebUI's own API; routes an extension adds get nothing unless it adds it.
     auth = api.parse_api_auth(_cmd("api_auth"))
-    api.add_routes(app, runtime.restore, lock=call_queue.queue_lock, max_pixels=_max_pixels, auth=auth)
+    api.add_routes(
+        app,
+        runtime.restore,
+        lock=call_queue.queue_lock,
+        max_pixels=_max_pixels,
+        auth=auth,
+        host_choices=lambda: {"face_upscaler": _upscaler_names()},
+    )
 
 
 register_face_restorer()

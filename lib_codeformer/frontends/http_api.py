@@ -186,6 +186,7 @@ def add_routes(
     max_pixels: Callable[[], int] = lambda: DEFAULT_MAX_PIXELS,
     auth: dict[str, str] | None = None,
     concurrent_decodes: int = 2,
+    host_choices: Callable[[], dict[str, list[str]]] = dict,
 ) -> None:
     """Add the routes to ``app``.
 
@@ -196,12 +197,16 @@ def add_routes(
     hold a decoded image at once (restoring runs one at a time under
     ``lock``; the others wait before decoding). With ``auth`` ({user:
     password}, from ``--api-auth``) every route demands HTTP Basic credentials.
+    ``host_choices()``: choices the host decides, by option key (its
+    upscalers), listed by GET /codeformer/v1/options in place of the
+    declared ones.
     """
     dependencies = [Depends(basic_auth(auth))] if auth else []
     decoding = threading.BoundedSemaphore(concurrent_decodes)
 
     def options() -> dict[str, Any]:
-        return {"options": [option_schema(option) for option in FIELDS]}
+        listed = host_choices()
+        return {"options": [option_schema(option, listed.get(option.key)) for option in FIELDS]}
 
     async def restore_route(request: Request) -> dict[str, Any]:
         limit = int(max_pixels())
@@ -238,8 +243,8 @@ def add_routes(
     )
 
 
-def option_schema(option: option_specs.Option) -> dict[str, Any]:
-    """One option as GET /codeformer/v1/options lists it."""
+def option_schema(option: option_specs.Option, choices: list[str] | None = None) -> dict[str, Any]:
+    """One option as GET /codeformer/v1/options lists it (``choices``: the host's, where it has its own)."""
     entry: dict[str, Any] = {
         "key": option.key,
         "label": option.label,
@@ -252,8 +257,8 @@ def option_schema(option: option_specs.Option) -> dict[str, Any]:
         entry["minimum"] = option.minimum
     if option.maximum is not None:
         entry["maximum"] = option.maximum
-    if option.choices:
-        entry["choices"] = list(option.choices)
+    if choices or option.choices:
+        entry["choices"] = list(choices or option.choices)
     if option.none_means is not None:
         entry["nullable"] = True
         entry["null_means"] = option.none_means

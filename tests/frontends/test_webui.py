@@ -333,6 +333,11 @@ def test_settings_components_build_with_this_gradio(host):
                 component = info.component or gr.Textbox
                 arguments = info.component_args() if callable(info.component_args) else info.component_args  # as hosts do
                 component(label=info.label, value=info.default, **(arguments or {}))
+                # Every settings load, AUTOMATIC1111 sends gr.update(value=..., **arguments) without precision; gradio 3
+                # applies it through the component's own update(), which takes fewer arguments than its constructor.
+                update = getattr(component, "update", None)
+                if update is not None and gr.__version__.startswith("3."):
+                    update(value=info.default, **{k: v for k, v in (arguments or {}).items() if k != "precision"})
 
 
 def test_without_yuface_the_user_is_told_what_to_install(a1111, astronaut, monkeypatch):
@@ -664,5 +669,7 @@ def test_the_api_takes_the_face_upscaler_by_the_hosts_name(client, host, astrona
     assert response.status_code == 200, response.text
     assert response.json()["info"]["CodeFormer face upscaler"] == "Lanczos (1 faces)"
     assert [call[0] for call in host.upscale_calls] == ["Lanczos"]
+    listed = {entry["key"]: entry for entry in client.get("/codeformer/v1/options").json()["options"]}
+    assert listed["face_upscaler"]["choices"] == ["None", "Lanczos", "Nearest"]  # the host's own
     missing = client.post("/codeformer/v1/restore", json={**body, "face_upscaler": "4x-Missing"})
     assert missing.status_code == 503 and "no upscaler named '4x-Missing'" in missing.json()["detail"]

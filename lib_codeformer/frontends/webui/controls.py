@@ -30,7 +30,9 @@ def component_of(gr, option: option_specs.Option) -> tuple[type, dict[str, Any]]
     if widget == "slider":
         return gr.Slider, {"minimum": option.control_minimum, "maximum": option.maximum, "step": option.step}
     if widget == "dropdown":
-        return gr.Dropdown, {"choices": list(option.choices), **({"allow_custom_value": True} if option.open_choices else {})}
+        # The choices only: AUTOMATIC1111 passes these arguments to gradio 3.41's Dropdown.update on every settings
+        # load too, which takes no allow_custom_value (the whole settings page failed to load with it).
+        return gr.Dropdown, {"choices": list(option.choices)}
     if widget == "checkbox":
         return gr.Checkbox, {}
     if widget == "text":
