@@ -138,3 +138,15 @@ def fast_conv_calls(monkeypatch):
 
     monkeypatch.setattr(winograd, "conv3x3", counting)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def no_pipeline_threads_left():
+    """Every video pipeline a test runs stops its threads when it ends, error or not (they hold frames)."""
+    import threading
+
+    yield
+    left = [thread for thread in threading.enumerate() if thread.name.startswith("codeformer-video")]
+    for thread in left:
+        thread.join(timeout=5)  # a stage finishing the item it holds
+    assert not [thread.name for thread in left if thread.is_alive()], "a video pipeline's threads outlived it"

@@ -113,12 +113,13 @@ def _write(
         writer = Writer(av, target, container_name, spec, encoding)
     except (av.FFmpegError, OSError) as error:
         raise VideoFileError(f"could not start writing the output for {name} ({ffmpeg_reason(error)})") from None
+    processed = process(items)
     try:
         writer.add_audio(audio_streams)
         shift_pts: int | None = None
         shift_seconds = 0.0
         waiting_audio: list[AudioPacket] = []  # audio ahead of the first frame: written once the header is
-        for item in process(items):
+        for item in processed:
             if isinstance(item, ClipFrame):
                 pts = _frame_pts(item, spec, writer.frames)
                 if shift_pts is None:
@@ -144,6 +145,11 @@ def _write(
     except av.FFmpegError as error:
         raise VideoFileError(f"could not write the output for {name} ({ffmpeg_reason(error)})") from None
     finally:
+        # However the writing ends, the pipeline's threads stop now, not whenever the garbage collector reaches a
+        # generator that an error's traceback still holds.
+        close = getattr(processed, "close", None)
+        if close is not None:
+            close()
         with contextlib.suppress(Exception):
             writer.output.close()
     return Transcoded(writer.frames, writer.notes)

@@ -15,6 +15,7 @@ do (ComfyUI shows it), never a traceback from deep inside.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -411,13 +412,14 @@ class RestoreVideoFrames:
                     restorer, pixels, tracking=tracking, should_stop=host.interrupted, coverage=True, **settings
                 )
                 seen: set[int] = set()
-                for done, frame in enumerate(stream, start=1):
-                    if frame.restored is not None:
-                        write_result(output, frame.index, frame.restored, frame.changed)
-                        masks[frame.index] = _coverage_mask(frame.coverage, height, width)
-                    restored += frame.restored_count
-                    seen.update(face.track_id for face in frame.faces)
-                    progress(done, count)
+                with contextlib.closing(stream):  # its threads stop with the node, whatever ends it
+                    for done, frame in enumerate(stream, start=1):
+                        if frame.restored is not None:
+                            write_result(output, frame.index, frame.restored, frame.changed)
+                            masks[frame.index] = _coverage_mask(frame.coverage, height, width)
+                        restored += frame.restored_count
+                        seen.update(face.track_id for face in frame.faces)
+                        progress(done, count)
                 tracks = len(seen)
         except CodeFormerNodeError:
             raise
