@@ -241,3 +241,20 @@ def test_a_model_that_is_no_upscaler_is_a_usage_error_naming_the_flag(tmp_path, 
     flags = ["--weights", str(small_weights_file), "--face-upscaler", str(small_weights_file)]
     assert cli.main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), *flags]) == 2
     assert "--face-upscaler: " in capsys.readouterr().err
+
+
+def test_video_frames_enlarge_their_large_faces_with_the_restorers_upscaler(astronaut):
+    from lib_codeformer.testing.steadiness import SteadyClip
+    from lib_codeformer.video.pipeline import restore_array_frames
+
+    frames = list(SteadyClip(astronaut, width=1200, height=1200, frames=3, scale=3.6, second_shot=False, noise=0))
+    pattern = Pattern()
+    restorer = FaceRestorer(IdentityNetwork(), detector="yunet", device="cpu", face_upscaler=pattern)
+    results = list(restore_array_frames(restorer, frames))
+    assert [frame.restored_count for frame in results] == [1, 1, 1]
+    assert len(pattern.calls) == 3  # once per frame's face, each at its own scale on that frame
+    scales = [frame.results[0].upscaled for frame in results]
+    assert all(scale > 1.1 for scale in scales), scales
+    for (shape, scale), upscaled in zip(pattern.calls, scales, strict=True):
+        assert shape == (512, 512, 3) and round(512 * scale) == round(512 * upscaled)
+    assert all(frame.restored.shape == (1200, 1200, 3) for frame in results)  # the frame keeps its size

@@ -58,6 +58,7 @@ class VideoResult:
 
     frames: int = 0  # frames written
     faces_restored: int = 0  # faces restored, summed over frames
+    faces_enlarged: int = 0  # of those, faces the restorer's face upscaler enlarged (larger than the 512 px crop)
     frames_with_faces: int = 0
     tracks: int = 0  # distinct faces followed
     detections: int = 0  # frames detection ran on
@@ -265,6 +266,7 @@ def restore_video(
         for item in restore_frames(restorer, items, tracking=tracking, should_stop=should_stop, **options):
             if isinstance(item, ClipFrame):
                 result.faces_restored += item.restored_count
+                result.faces_enlarged += sum(bool(face.restored and face.upscaled) for face in item.results)
                 result.frames_with_faces += bool(item.restored_count)
                 result.detections += item.detected
                 track_ids.update(face.track_id for face in item.faces)

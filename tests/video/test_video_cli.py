@@ -130,3 +130,18 @@ def test_a_video_run_killed_mid_write_leaves_a_temporary_the_next_run_removes(tm
     assert status == 0
     assert f"removed {leftovers[0]}, left by an interrupted run" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == ["photo.png"]
+
+
+def test_a_face_upscaler_enlarges_the_large_faces_of_a_video(tmp_path, astronaut, small_weights_file, capsys):
+    from lib_codeformer.testing.steadiness import SteadyClip
+
+    frames = list(SteadyClip(astronaut, width=1200, height=1200, frames=3, scale=3.6, second_shot=False))
+    clip = write_clip(tmp_path / "big.mp4", frames)
+    out = tmp_path / "out"
+    weights = ["--weights", str(small_weights_file), "--detector", "yunet"]
+    assert cli.main(["restore", str(clip), "-o", str(out), "--face-upscaler", "lanczos", *weights]) == 0
+    assert "note: 3 faces enlarged with lanczos" in capsys.readouterr().err
+    restored, _, _ = decoded(out / "big.mp4")
+    assert [frame.shape for frame in restored] == [(1200, 1200, 3)] * 3
+    assert cli.main(["restore", str(clip), "-o", str(tmp_path / "plain"), *weights]) == 0
+    assert "enlarged" not in capsys.readouterr().err  # without the flag: stretched from the crop, as before

@@ -93,6 +93,8 @@ def restore_video_file(
             f"({result.tracks} followed), {elapsed:.1f} s ({rate:.2f} frames/s) -> {target}",
             file=sys.stderr,
         )
+        if result.faces_enlarged and restorer.face_upscaler is not None:
+            print(f"  note: {result.faces_enlarged} faces enlarged with {restorer.face_upscaler.name}", file=sys.stderr)
         for note in result.notes:
             print(f"  note: {note}", file=sys.stderr)
     return result
