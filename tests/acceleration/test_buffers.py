@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import threading
@@ -153,7 +154,11 @@ def test_layers_in_a_chain_compute_the_same_on_recycled_memory():
     """Outputs written into recycled buffers: a chain of kernel convolutions equals the same chain on fresh memory."""
     require_winograd()
     torch.manual_seed(3)
-    channels = winograd.kernel().out_channel_multiple  # the kernel's output block: 16 on AVX2, 64 on AVX-512
+    # Channels in whole output blocks of the kernel (16 on AVX2, 64 on AVX-512) and enough of them that each
+    # output (2 x 64 x 64 per channel) is large enough to be pooled on either.
+    block, per_channel = winograd.kernel().out_channel_multiple, 2 * 64 * 64 * 4
+    channels = block * max(1, math.ceil(winograd.pool.min_bytes / (per_channel * block)))
+    assert channels * per_channel >= winograd.pool.min_bytes
     layers = [FastConv3x3(channels, channels) for _ in range(4)]
     with torch.inference_mode():
         assert all(winograd.applies(torch.zeros(2, channels, 64, 64), layer.weight) for layer in layers)
