@@ -15,10 +15,17 @@ network is in use and given back to the system after ``idle_seconds``
 without a request (or at once by ``release()``), so an idle WebUI does not
 keep them. Only buffers of ``min_bytes`` and more are pooled; the C allocator
 reuses smaller ones itself.
+
+The free buffers kept are capped at ``max_free_bytes`` (default
+``DEFAULT_MAX_FREE_MIB``, or ``CODEFORMER_MAX_POOL_MIB`` from the
+environment; 0 turns recycling off): past it the smallest are given back
+first, since the largest are the ones the system hands out page by page.
+``benchmarks/bench_pool.py`` measures the speed each cap gives.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -30,16 +37,38 @@ import numpy as np
 import torch
 from torch import Tensor
 
+logger = logging.getLogger(__name__)
+
 # A free buffer serves a request of at least this share of its size (no more than 2x waste).
 _BEST_FIT = 0.5
+# Free memory kept for reuse by default, MiB. CodeFormer's largest working set is about 580 MiB for one face
+# and 2.4 GiB for a batch of 4 (the CPU default batch is 2); the measurements behind the figure are in
+# docs/speed.md ("Recycled working memory").
+DEFAULT_MAX_FREE_MIB = 1024
+ENV_MAX_FREE = "CODEFORMER_MAX_POOL_MIB"
+
+
+def max_free_bytes_from_environment() -> int:
+    """``CODEFORMER_MAX_POOL_MIB`` in bytes where set to a whole number >= 0, else the default (a bad value is said)."""
+    value = os.environ.get(ENV_MAX_FREE, "").strip()
+    if value:
+        try:
+            mib = int(value)
+        except ValueError:
+            mib = -1
+        if mib >= 0:
+            return mib << 20
+        logger.warning("%s=%r is not a whole number of MiB >= 0; %d MiB is kept", ENV_MAX_FREE, value, DEFAULT_MAX_FREE_MIB)
+    return DEFAULT_MAX_FREE_MIB << 20
 
 
 class BufferPool:
     """Recycles large float32 CPU buffers; thread-safe."""
 
-    def __init__(self, *, idle_seconds: float = 15.0, min_bytes: int = 1 << 20) -> None:
+    def __init__(self, *, idle_seconds: float = 15.0, min_bytes: int = 1 << 20, max_free_bytes: int | None = None) -> None:
         self.idle_seconds = idle_seconds
         self.min_bytes = min_bytes
+        self.max_free_bytes = max_free_bytes_from_environment() if max_free_bytes is None else max_free_bytes
         self._lock = threading.Lock()
         self._free: list[np.ndarray] = []  # whole buffers nothing uses, smallest first
         # Buffers that came back, not yet sorted into _free: appended without the lock, since a buffer
@@ -97,14 +126,28 @@ class BufferPool:
 
     def _give_back(self, buffer: np.ndarray, generation: int) -> None:
         self._returned.append((buffer, generation))
+        # Sorted in now where the lock is free, so that the cap holds between passes too (the last outputs of a
+        # pass come back after its last request); never waited for, since this may run inside the garbage
+        # collector on a thread that holds the lock already.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._sort_in_returned()
+            finally:
+                self._lock.release()
 
     def _sort_in_returned(self) -> None:
-        """Move the buffers that came back since the last release into _free; called with the lock held."""
+        """Move the buffers that came back since the last release into _free, within ``max_free_bytes`` (the
+        largest kept first); called with the lock held."""
         while self._returned:
             buffer, generation = self._returned.popleft()
             if generation == self._generation:
                 self._free.append(buffer)
-        self._free.sort(key=lambda held: held.size)
+        kept, held = [], 0
+        for buffer in sorted(self._free, key=lambda free: free.nbytes, reverse=True):
+            if held + buffer.nbytes <= self.max_free_bytes:
+                kept.append(buffer)
+                held += buffer.nbytes
+        self._free = kept[::-1]  # smallest first, for best fit
 
     def _start_timer(self, seconds: float) -> None:
         """One daemon timer at a time, started with the lock held."""

@@ -176,3 +176,28 @@ def test_layers_in_a_chain_compute_the_same_on_recycled_memory():
     assert winograd.pool.free_bytes() > 0  # the intermediate outputs came back
     assert torch.equal(chain(), fresh)
     assert torch.equal(chain(), fresh)
+
+
+def test_free_buffers_are_kept_within_the_cap_largest_first():
+    pool = BufferPool(idle_seconds=60, min_bytes=MIB, max_free_bytes=3 * MIB)
+    held = [pool.empty((size, *SHAPE[1:])) for size in (1, 2, 1)]
+    addresses = [buffer.data_ptr() for buffer in held]
+    del held
+    assert pool.free_bytes() == 3 * MIB  # the 2 MiB buffer and one of 1 MiB: 4 MiB came back
+    assert pool.empty((2, *SHAPE[1:])).data_ptr() == addresses[1]  # the largest was kept
+    capped_off = BufferPool(idle_seconds=60, min_bytes=MIB, max_free_bytes=0)
+    buffer = capped_off.empty(SHAPE)
+    del buffer
+    assert capped_off.free_bytes() == 0  # 0: nothing kept, every request fresh
+
+
+def test_the_cap_comes_from_the_environment(monkeypatch, caplog):
+    from lib_codeformer.acceleration import buffers
+
+    monkeypatch.setenv("CODEFORMER_MAX_POOL_MIB", "256")
+    assert BufferPool().max_free_bytes == 256 * MIB
+    monkeypatch.setenv("CODEFORMER_MAX_POOL_MIB", "lots")
+    assert BufferPool().max_free_bytes == buffers.DEFAULT_MAX_FREE_MIB * MIB
+    assert "CODEFORMER_MAX_POOL_MIB='lots' is not a whole number" in caplog.text
+    monkeypatch.delenv("CODEFORMER_MAX_POOL_MIB")
+    assert BufferPool().max_free_bytes == buffers.DEFAULT_MAX_FREE_MIB * MIB
