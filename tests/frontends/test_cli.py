@@ -337,3 +337,11 @@ def test_a_multi_page_tiff_says_only_its_first_page_was_restored(tmp_path, astro
     pages[0].save(tmp_path / "scan.tiff", save_all=True, append_images=pages[1:])
     assert run(str(tmp_path / "scan.tiff"), "--output", str(tmp_path / "out"), "--weights", str(small_weights_file)) == 0
     assert "note: " in (err := capsys.readouterr().err) and "a TIFF of 2 pages: only the first page was restored" in err
+
+
+def test_the_progress_bar_counts_the_faces_restored_up_to_the_last_image(photos, tmp_path, small_weights_file, capsys):
+    weights = ["--weights", str(small_weights_file), "--detector", "yunet"]
+    assert cli.main(["restore", str(photos / "sub"), "--recursive", "-o", str(tmp_path / "out"), *weights]) == 0
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    last = [line for line in bar if "image/s" in line or "s/image" in line][-1]
+    assert "2/2" in last and "faces=2" in last, last  # the faces of the last image included, written or not

@@ -158,6 +158,7 @@ class _Run:
         from ...storage.images import check_writable, read_image, write_image
 
         jobs, started = self.config.jobs, time.perf_counter()
+        restored = 0  # faces restored so far, for the bar (the counts wait for each file to be on disk)
         pool = ThreadPoolExecutor(max_workers=jobs)
         writes = []
         try:
@@ -181,10 +182,10 @@ class _Run:
                     bar.update()
                     continue
                 writes.append((source, target, pool.submit(write_image, target, result.image, loaded), result.restored_count))
+                restored += result.restored_count
+                bar.set_postfix(faces=restored, faces_per_s=f"{restored / (time.perf_counter() - started):.2f}", refresh=False)
                 bar.update()
                 self._collect(writes, wait=False)
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(faces=self.counts["faces"], faces_per_s=f"{self.counts['faces'] / elapsed:.2f}")
             self._collect(writes, wait=True)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish (whole files), queued reads are dropped
