@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 # A free buffer serves a request of at least this share of its size (no more than 2x waste).
 _BEST_FIT = 0.5
-# Free memory kept for reuse by default, MiB. CodeFormer's largest working set is about 580 MiB for one face
-# and 2.4 GiB for a batch of 4 (the CPU default batch is 2); the measurements behind the figure are in
+# Free memory kept for reuse by default, MiB. CodeFormer's largest working set is about 580 MiB for one face,
+# 1.1 GiB for 2 (the CPU default batch) and 2.2 GiB for 4; the measurements behind the figure are in
 # docs/speed.md ("Recycled working memory").
 DEFAULT_MAX_FREE_MIB = 1024
 ENV_MAX_FREE = "CODEFORMER_MAX_POOL_MIB"

@@ -24,6 +24,11 @@ class FaceResult:
     note: str | None = None  # what went otherwise than asked while it was restored (an upscaler that failed)
 
     @property
+    def enlarged(self) -> bool:
+        """Restored and enlarged by a face upscaler (what the front ends count and report)."""
+        return self.restored and bool(self.upscaled)
+
+    @property
     def size(self) -> float:
         """The longer side of the box, in pixels (what the face size limits compare)."""
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])

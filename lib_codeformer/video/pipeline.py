@@ -266,7 +266,7 @@ def restore_video(
         for item in restore_frames(restorer, items, tracking=tracking, should_stop=should_stop, **options):
             if isinstance(item, ClipFrame):
                 result.faces_restored += item.restored_count
-                result.faces_enlarged += sum(bool(face.restored and face.upscaled) for face in item.results)
+                result.faces_enlarged += sum(face.enlarged for face in item.results)
                 result.frames_with_faces += bool(item.restored_count)
                 result.detections += item.detected
                 track_ids.update(face.track_id for face in item.faces)

@@ -113,12 +113,13 @@ def _write(
         writer = Writer(av, target, container_name, spec, encoding)
     except (av.FFmpegError, OSError) as error:
         raise VideoFileError(f"could not start writing the output for {name} ({ffmpeg_reason(error)})") from None
-    processed = process(items)
+    processed = None
     try:
         writer.add_audio(audio_streams)
         shift_pts: int | None = None
         shift_seconds = 0.0
         waiting_audio: list[AudioPacket] = []  # audio ahead of the first frame: written once the header is
+        processed = process(items)
         for item in processed:
             if isinstance(item, ClipFrame):
                 pts = _frame_pts(item, spec, writer.frames)

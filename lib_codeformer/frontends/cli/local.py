@@ -194,7 +194,7 @@ class _Run:
         """Faces a face upscaler enlarged (or could not), a line each image."""
         from tqdm import tqdm
 
-        enlarged = sum(bool(face.restored and face.upscaled) for face in result.faces)
+        enlarged = sum(face.enlarged for face in result.faces)
         if enlarged:
             name = self.restorer.face_upscaler.name
             tqdm.write(f"note: {source}: {enlarged} face{'s' if enlarged > 1 else ''} enlarged with {name}", file=sys.stderr)

@@ -94,7 +94,8 @@ def restore_video_file(
             file=sys.stderr,
         )
         if result.faces_enlarged and restorer.face_upscaler is not None:
-            print(f"  note: {result.faces_enlarged} faces enlarged with {restorer.face_upscaler.name}", file=sys.stderr)
+            faces = f"{result.faces_enlarged} face{'s' if result.faces_enlarged > 1 else ''}"
+            print(f"  note: {faces} enlarged with {restorer.face_upscaler.name}", file=sys.stderr)
         for note in result.notes:
             print(f"  note: {note}", file=sys.stderr)
     return result

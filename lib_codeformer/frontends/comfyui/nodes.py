@@ -246,7 +246,7 @@ def _describe(index: int, faces: list, detector: str) -> str:
     restored = sum(face.restored for face in faces)
     reasons = sorted({face.reason for face in faces if face.reason} | {face.note for face in faces if face.note})
     why = f" ({'; '.join(reasons)})" if reasons else ""
-    enlarged = sum(bool(face.restored and face.upscaled) for face in faces)
+    enlarged = sum(face.enlarged for face in faces)
     larger = f", {enlarged} enlarged" if enlarged else ""
     return f"image {index + 1}: {counted(len(faces), 'face')} found, {restored} restored{larger}{why}, detector {detector}"
 

@@ -96,7 +96,7 @@ class Outcome:
             "CodeFormer detector": self.detector,
             VERSION_KEY: __version__,
         }
-        enlarged = [face.upscaled for face in self.faces if face.restored and face.upscaled]
+        enlarged = [face.upscaled for face in self.faces if face.enlarged]
         if enlarged:
             info[INFOTEXT_KEYS["face_upscaler"]] = f"{self.values.get('face_upscaler')} ({len(enlarged)} faces)"
         defaults = option_specs.defaults()
