@@ -53,6 +53,13 @@ MIN_PIXELS = 32 * 32
 LARGE_TILE_PIXELS = 128 * 128
 LARGE_TILE_CHANNELS = 128
 TILES = (4, 6)
+# The kernel's shared schedule (see the C file) from this size of transformed weights (9.4 MB for
+# 256 -> 256 channels in 4 x 4 tiles). On the development machine (AVX2 Zen 3, 32 MiB L3) it took
+# 18 ms against 31 ms for 512 channels upsampled to 32 x 32, 14 against 20 ms for 512 -> 256 at
+# 32 x 32 and 28 against 45-52 ms for a batch of 4 of them, the same (18 ms) for 256 channels at
+# 64 x 64; with fewer channels it was slower (27 against 16 ms for 128 channels at 128 x 128: its
+# group's input and products are read from L3 instead of one core's L2).
+SHARED_SCHEDULE_BYTES = 8 << 20
 # Input channels must be a multiple of this: the kernel reads channels a vector (<= 16 floats) at a time.
 CHANNEL_MULTIPLE = 16
 # The C code takes sizes as int: keep every size and product it forms far from 2^31.
@@ -126,6 +133,7 @@ def conv3x3(
     norm: nn.GroupNorm | None = None,
     upsample: bool = False,
     tile: int | None = None,
+    shared: bool | None = None,
 ) -> Tensor:
     """``conv2d(produce(x), weight, bias, padding=1) (+ residual)`` for 3x3 float32 ``weight``.
 
@@ -135,14 +143,17 @@ def conv3x3(
     PyTorch's convolution of a channels-last input. ``tile``: the output
     tile's side, 4 or 6; by default 6 where it is faster (from
     ``LARGE_TILE_PIXELS`` output pixels, up to ``LARGE_TILE_CHANNELS`` input
-    channels). Every argument is checked before a
+    channels). ``shared``: the kernel's shared schedule (one group of tiles
+    for all threads, each point's weights read once per group; see the C
+    file), by default from ``SHARED_SCHEDULE_BYTES`` of transformed weights;
+    both schedules compute the same. Every argument is checked before a
     pointer reaches the C code (ValueError), which trusts them; RuntimeError
     where the kernel is not available.
     """
     loaded = kernel()
     if loaded is None:
         raise RuntimeError("the Winograd kernel is not available here; check winograd.available() first")
-    return run(loaded, x, weight, bias, residual, norm, upsample, tile)
+    return run(loaded, x, weight, bias, residual, norm, upsample, tile, shared)
 
 
 def run(
@@ -154,6 +165,7 @@ def run(
     norm: nn.GroupNorm | None,
     upsample: bool,
     tile: int | None = None,
+    shared: bool | None = None,
 ) -> Tensor:
     """``conv3x3`` on a given kernel (the self-test and the per-CPU-family tests use other builds)."""
     batch, in_channels, height, width = _checked_input(x)
@@ -176,6 +188,8 @@ def run(
     x = x.contiguous(memory_format=torch.channels_last)
     if tile is None:
         tile = 6 if height * width >= LARGE_TILE_PIXELS and in_channels <= LARGE_TILE_CHANNELS else 4
+    if shared is None:
+        shared = transformed_bytes(tile, in_channels, out_channels) >= SHARED_SCHEDULE_BYTES
     transformed = transform_weight(weight, loaded, tile)
     scale, shift = _norm_affine(loaded, x, norm) if norm is not None else (None, None)
     out = pool.empty((batch, height, width, out_channels))
@@ -194,11 +208,17 @@ def run(
         _pointer(residual),
         out.data_ptr(),
         tile,
+        int(shared),
         max(1, torch.get_num_threads()),
     )
     if status != 0:
         raise MemoryError("the Winograd convolution could not allocate its working buffers")
     return out.permute(0, 3, 1, 2)
+
+
+def transformed_bytes(tile: int, in_channels: int, out_channels: int) -> int:
+    """The size of a layer's transformed weights U: (tile + 2)^2 float32 matrices of in x out channels."""
+    return (tile + 2) ** 2 * in_channels * out_channels * 4
 
 
 def _shape(value: object) -> object:
@@ -270,7 +290,8 @@ def child_self_test(library: str) -> int:
 
 
 def self_test(loaded: Kernel) -> str:
-    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step); '' when it agrees."""
+    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules);
+    '' when it agrees."""
     import torch.nn.functional as F
 
     generator = torch.Generator().manual_seed(0)
@@ -287,7 +308,8 @@ def self_test(loaded: Kernel) -> str:
         with torch.inference_mode():
             produced = F.interpolate(F.silu(norm.double()(x.double())), scale_factor=2.0, mode="nearest")
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
-            results = [run(loaded, x, weight, bias, residual, norm, True, tile) for tile in TILES]
+            schedules = [(tile, shared) for tile in TILES for shared in (False, True)]
+            results = [run(loaded, x, weight, bias, residual, norm, True, tile, shared) for tile, shared in schedules]
     except MemoryError as error:
         return str(error)
     difference = max(float((got.double() - expected).abs().max()) for got in results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import platform
 import shutil
@@ -66,11 +67,21 @@ def random_norm(channels: int, generator: torch.Generator) -> nn.GroupNorm:
 
 @pytest.mark.parametrize(
     ("batch", "in_channels", "out_channels", "height", "width"),
-    [(1, 64, 64, 32, 32), (3, 16, 64, 37, 41), (2, 128, 128, 8, 5), (1, 48, 192, 1, 1), (1, 256, 128, 64, 64)],
+    [
+        (1, 64, 64, 32, 32),
+        (3, 16, 64, 37, 41),
+        (2, 128, 128, 8, 5),
+        (1, 48, 192, 1, 1),
+        (1, 256, 128, 64, 64),
+        # Channels in a whole chunk of the products plus a part of one, and (shared schedule) groups of
+        # tiles that straddle the two images.
+        (2, 320, 64, 40, 40),
+    ],
 )
 @pytest.mark.parametrize("fused", ["none", "bias+residual", "norm", "upsample", "all"])
 @pytest.mark.parametrize("tile", winograd.TILES)
-def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, width, fused, tile):
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread-blocks", "shared-schedule"])
+def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, width, fused, tile, shared):
     generator = torch.Generator().manual_seed(batch * 1000 + in_channels + height)
     x = torch.randn(batch, in_channels, height, width, generator=generator) * 2 + 0.5
     weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator) / (3 * in_channels**0.5)
@@ -82,7 +93,7 @@ def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, widt
     if fused in ("bias+residual", "all"):
         residual = torch.randn(batch, out_channels, height * scale, width * scale, generator=generator)
     with torch.inference_mode():
-        got = winograd.conv3x3(x, weight, bias, residual, norm=norm, upsample=upsample, tile=tile)
+        got = winograd.conv3x3(x, weight, bias, residual, norm=norm, upsample=upsample, tile=tile, shared=shared)
         expected = reference(x, weight, bias, residual, norm, upsample)
     assert got.shape == expected.shape
     assert got.is_contiguous(memory_format=torch.channels_last)
@@ -154,6 +165,28 @@ def test_the_larger_tile_is_used_where_it_pays(monkeypatch):
         for in_channels, height in [(channels, side), (channels, side - 1), (2 * channels, side)]:
             winograd.conv3x3(torch.zeros(1, in_channels, height, side), torch.zeros(out_channels, in_channels, 3, 3))
     assert tiles == [6, 4, 4]
+
+
+def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
+    """Layers whose transformed weights reach SHARED_SCHEDULE_BYTES (256 -> 256 channels and up) share one
+    group of tiles between the threads; smaller ones keep per-thread blocks (measured faster there)."""
+    loaded = winograd.kernel()
+    schedules = []
+    conv = loaded.conv
+
+    def spy(*arguments):
+        schedules.append(bool(arguments[-2]))  # (..., tile, shared, threads)
+        return conv(*arguments)
+
+    monkeypatch.setattr(loaded, "conv", spy)
+    block = loaded.out_channel_multiple
+    big = math.ceil((winograd.SHARED_SCHEDULE_BYTES / (36 * 4)) ** 0.5 / block) * block  # in = out, 4 x 4 tiles
+    assert winograd.transformed_bytes(4, big, big) >= winograd.SHARED_SCHEDULE_BYTES
+    assert winograd.transformed_bytes(4, big - block, big - block) < winograd.SHARED_SCHEDULE_BYTES
+    with torch.inference_mode():
+        for channels in (big, big - block):
+            winograd.conv3x3(torch.zeros(1, channels, SIDE, SIDE), torch.zeros(channels, channels, 3, 3))
+    assert schedules == [True, False]
 
 
 def test_group_norm_statistics_survive_a_large_offset():
@@ -417,8 +450,9 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     norm = random_norm(48, generator)
     with torch.inference_mode():
         for tile in winograd.TILES:
-            got = winograd.run(kernel, x, weight, bias, None, norm, False, tile)
-            assert_float32_close(got, reference(x, weight, bias, norm=norm), tile)
+            for shared in (False, True):
+                got = winograd.run(kernel, x, weight, bias, None, norm, False, tile, shared)
+                assert_float32_close(got, reference(x, weight, bias, norm=norm), tile)
 
 
 def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):

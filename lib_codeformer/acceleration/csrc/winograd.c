@@ -75,14 +75,17 @@ static inline vec splat(float s) { return (vec){0} + s; }
 static inline vec blend(ivec mask, vec yes, vec no) { return (vec)(((ivec)yes & mask) | ((ivec)no & ~mask)); }
 
 /* exp(x) for |x| < 88, relative error about 2e-7: range reduction by
- * powers of two and a degree-6 polynomial (the Cephes expf coefficients). */
+ * powers of two and a degree-6 polynomial (the Cephes expf coefficients).
+ * n = round(x / ln 2) comes from adding 1.5 * 2^23, whose float spacing is 1:
+ * the sum's low bits are n itself (an add and a subtract instead of
+ * conversions to and from integers and a correction to floor). */
 static inline vec vexp(vec x) {
     x = blend(x < splat(-87.0f), splat(-87.0f), x);
     x = blend(x > splat(88.0f), splat(88.0f), x);
-    const vec scaled = x * 1.44269504088896341f + 0.5f;
-    ivec n = __builtin_convertvector(scaled, ivec);
-    n -= (ivec)(__builtin_convertvector(n, vec) > scaled) & 1; /* truncation to floor */
-    const vec nf = __builtin_convertvector(n, vec);
+    const vec magic = splat(12582912.0f);
+    const vec shifted = x * 1.44269504088896341f + magic;
+    const ivec n = (ivec)shifted - (ivec)magic;
+    const vec nf = shifted - magic;
     const vec r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
     vec p = splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
@@ -236,40 +239,45 @@ SPECIALISED void transform_strip(const job_t *job, const int tile, const float *
     }
 }
 
-/* The block's transformed input: strip by strip (a block may span rows of tiles and
- * images); slots past the last tile are zero. */
-SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first_tile, float *strip, float *V) {
+/* The transformed input of the block's slots slot..end - 1: strip by strip (a block may span
+ * rows of tiles and images); slots past the last tile are zero. */
+SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first_tile, int slot, const int end, float *strip,
+                                 float *V) {
     const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x, points = (tile + 2) * (tile + 2);
-    int slot = 0;
-    while (slot < T && first_tile + slot < job->total_tiles) {
+    while (slot < end && first_tile + slot < job->total_tiles) {
         const int64_t index = first_tile + slot;
         const int n = (int)(index / per_image), rest = (int)(index % per_image);
         const int ty = rest / job->tiles_x, tx = rest % job->tiles_x;
         int count = job->tiles_x - tx;
-        if (count > T - slot) count = T - slot;
+        if (count > end - slot) count = end - slot;
         if (count > job->total_tiles - index) count = (int)(job->total_tiles - index);
         fill_strip(job, tile, n, ty * tile, tx * tile, count, strip);
         transform_strip(job, tile, strip, count, slot, V);
         slot += count;
     }
-    for (; slot < T; slot++)
+    for (; slot < end; slot++)
         for (int p = 0; p < points; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
-/* M[p][t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for all points p
- * and the block's tiles, ROWS tiles at a time held in registers. */
-static void multiply(const job_t *job, int points, const float *V, int co, float *M) {
+/* Mp[t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for point p and the
+ * block's tiles, ROWS tiles at a time held in registers. The input channels are taken
+ * CHUNK at a time, so that the chunk's weights (CHUNK x CO_BLOCK floats, 16 KiB) stay in
+ * the L1 cache while every group of ROWS tiles passes over them: a whole column of 256
+ * or 512 channels' weights (32-128 KiB) would be read from L2 for each group. */
+#define CHUNK (16384 / (CO_BLOCK * (int)sizeof(float)))
+static void multiply_point(const job_t *job, int p, const float *V, int co, float *Mp) {
     const int C = job->in_channels, K = job->out_channels, T = job->block_tiles;
-    for (int p = 0; p < points; p++) {
-        const float *Vp = V + (int64_t)p * T * C;
-        const float *Up = job->weights + (int64_t)p * C * K + (int64_t)co * C;
-        float *Mp = M + (int64_t)p * T * CO_BLOCK;
+    const float *Vp = V + (int64_t)p * T * C;
+    const float *Up = job->weights + (int64_t)p * C * K + (int64_t)co * C;
+    for (int c0 = 0; c0 < C; c0 += CHUNK) {
+        const int c1 = c0 + CHUNK < C ? c0 + CHUNK : C;
         for (int t0 = 0; t0 < T; t0 += ROWS) {
+            float *Mt = Mp + (int64_t)t0 * CO_BLOCK;
             vec acc[ROWS][NV];
             for (int r = 0; r < ROWS; r++)
-                for (int v = 0; v < NV; v++) acc[r][v] = (vec){0};
+                for (int v = 0; v < NV; v++) acc[r][v] = c0 ? load(Mt + r * CO_BLOCK + v * VEC) : (vec){0};
             const float *Vt = Vp + (int64_t)t0 * C;
-            for (int ci = 0; ci < C; ci++) {
+            for (int ci = c0; ci < c1; ci++) {
                 vec u[NV];
 #pragma GCC unroll 4
                 for (int v = 0; v < NV; v++) u[v] = load(Up + (int64_t)ci * CO_BLOCK + v * VEC);
@@ -281,17 +289,18 @@ static void multiply(const job_t *job, int points, const float *V, int co, float
                 }
             }
             for (int r = 0; r < ROWS; r++)
-                for (int v = 0; v < NV; v++) store(Mp + (int64_t)(t0 + r) * CO_BLOCK + v * VEC, acc[r][v]);
+                for (int v = 0; v < NV; v++) store(Mt + r * CO_BLOCK + v * VEC, acc[r][v]);
         }
     }
 }
 
-/* A^T m A for each tile of the block, plus bias (and residual), written to
+/* A^T m A for the block's tiles in slots slot..end - 1, plus bias (and residual), written to
  * the output pixels that lie inside the image. */
-SPECIALISED void output_transform(const job_t *job, const int tile, int64_t first_tile, int co, const float *M) {
+SPECIALISED void output_transform(const job_t *job, const int tile, int64_t first_tile, int slot, const int end, int co,
+                                  const float *M) {
     const int K = job->out_channels, H = job->height, W = job->width, T = job->block_tiles, alpha = tile + 2;
     const int per_image = job->tiles_y * job->tiles_x;
-    for (int slot = 0; slot < T; slot++) {
+    for (; slot < end; slot++) {
         const int64_t index = first_tile + slot;
         if (index >= job->total_tiles) return;
         const int n = (int)(index / per_image), rest = (int)(index % per_image);
@@ -329,10 +338,10 @@ SPECIALISED void *run_blocks_of(const job_t *job, const int tile) {
     const int ok = V && M && strip;
     for (int64_t block = job->first_block; ok && block < job->end_block; block++) {
         const int64_t first_tile = block * T;
-        transform_block(job, tile, first_tile, strip, V);
+        transform_block(job, tile, first_tile, 0, T, strip, V);
         for (int co = 0; co < job->out_channels; co += CO_BLOCK) {
-            multiply(job, points, V, co, M);
-            output_transform(job, tile, first_tile, co, M);
+            for (int p = 0; p < points; p++) multiply_point(job, p, V, co, M + (int64_t)p * T * CO_BLOCK);
+            output_transform(job, tile, first_tile, 0, T, co, M);
         }
     }
     free(V);
@@ -367,14 +376,89 @@ static int run_parallel(void *(*work)(void *), void *jobs, size_t job_size, int 
     return failed;
 }
 
+/* The shared schedule, for layers with many channels. Their transformed weights (points x C x K
+ * floats: 9.4 MB at 256 channels, 37.7 MB at 512 in 4 x 4 tiles) stay in no cache, and the blocks
+ * above, sized for the transformed input to stay in one core's L2, read all of them from memory once
+ * per block of a few tiles (6 at 512 channels): the products wait on memory. Here the threads share
+ * one group of many tiles (each point's transformed input ~SHARED_POINT_KIB) in three stages: they
+ * transform the group's input tiles between them, then split the points, each point's weights read
+ * once per group and used on every tile of it, then transform the products back, again split by
+ * tiles. The group's input and products (~points x SHARED_POINT_KIB each) live in the shared L3. */
+#ifndef SHARED_POINT_KIB
+#define SHARED_POINT_KIB 128
+#endif
+
+typedef struct {
+    const job_t *job;
+    int stage;          /* 0: input transform of slots, 1: products of points, 2: output transform of slots */
+    int first, end;     /* this thread's slots or points */
+    int64_t first_tile; /* the group's */
+    float *V, *M, *strip;
+} stage_t;
+
+SPECIALISED void run_stage_of(const stage_t *share, const int tile) {
+    const job_t *job = share->job;
+    const int T = job->block_tiles, points = (tile + 2) * (tile + 2);
+    const int64_t per_co_block = (int64_t)points * T * CO_BLOCK;
+    if (share->stage == 0) {
+        transform_block(job, tile, share->first_tile, share->first, share->end, share->strip, share->V);
+    } else if (share->stage == 1) {
+        for (int p = share->first; p < share->end; p++)
+            for (int co = 0; co < job->out_channels; co += CO_BLOCK)
+                multiply_point(job, p, share->V, co, share->M + (co / CO_BLOCK) * per_co_block + (int64_t)p * T * CO_BLOCK);
+    } else {
+        for (int co = 0; co < job->out_channels; co += CO_BLOCK)
+            output_transform(job, tile, share->first_tile, share->first, share->end, co, share->M + (co / CO_BLOCK) * per_co_block);
+    }
+}
+
+static void *run_stage(void *arg) {
+    const stage_t *share = arg;
+    if (share->job->tile == 6)
+        run_stage_of(share, 6);
+    else
+        run_stage_of(share, 4);
+    return NULL;
+}
+
+static int run_shared(job_t *job, int threads) {
+    const int tile = job->tile, alpha = tile + 2, points = alpha * alpha, C = job->in_channels;
+    /* Groups of about equal size, so that the last is not mostly empty slots (each costs its products). */
+    const int64_t most = (SHARED_POINT_KIB * 1024) / (C * (int64_t)sizeof(float));
+    const int64_t groups = (job->total_tiles + most - 1) / most;
+    const int64_t per_group = (job->total_tiles + groups - 1) / groups;
+    const int T = (int)((per_group + ROWS - 1) / ROWS * ROWS);
+    job->block_tiles = T;
+    const int64_t strip_floats = (int64_t)alpha * (tile * T + 2) * C;
+    float *V = malloc(sizeof(float) * points * T * C);
+    float *M = malloc(sizeof(float) * points * T * job->out_channels);
+    float *strips = malloc(sizeof(float) * strip_floats * threads);
+    int failed = !(V && M && strips);
+    stage_t shares[MAX_THREADS];
+    for (int64_t first_tile = 0; !failed && first_tile < job->total_tiles; first_tile += T) {
+        for (int stage = 0; stage < 3 && !failed; stage++) {
+            const int items = stage == 1 ? points : T;
+            for (int i = 0; i < threads; i++)
+                shares[i] = (stage_t){job, stage, items * i / threads, items * (i + 1) / threads, first_tile, V, M,
+                                      strips + strip_floats * i};
+            failed |= run_parallel(run_stage, shares, sizeof(stage_t), threads);
+        }
+    }
+    free(V);
+    free(M);
+    free(strips);
+    return failed;
+}
+
 /* output = conv3x3(produce(input)) + bias (+ residual) in tiles of tile x tile (4 or 6)
- * outputs, from weights transformed for that tile. height and width are the
+ * outputs, from weights transformed for that tile; shared: the shared schedule (above), else
+ * each thread its own blocks. height and width are the
  * convolution's (after upsampling: the input is height/2 x width/2 when
  * upsample is 1). Returns 0 on success, nonzero if the working buffers could not be
  * allocated (the caller then falls back to a direct convolution). */
 int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
                      const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
-                     const float *bias, const float *residual, float *output, int tile, int threads) {
+                     const float *bias, const float *residual, float *output, int tile, int shared, int threads) {
     tile = tile == 6 ? 6 : 4;
     job_t base = {
         .input = input, .norm_scale = norm_scale, .norm_shift = norm_shift, .weights = weights, .bias = bias,
@@ -383,6 +467,9 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
         .tiles_y = (height + tile - 1) / tile, .tiles_x = (width + tile - 1) / tile,
     };
     base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    if (shared) return run_shared(&base, threads);
     int block_tiles = (BLOCK_KIB * 1024) / ((tile + 2) * (tile + 2) * in_channels * (int)sizeof(float));
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
     base.block_tiles = block_tiles;
