@@ -53,7 +53,7 @@ class Kernel:
         pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         self.conv = library.winograd_conv3x3
         self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
-        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, integer]
+        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, pointer, integer]
         self.conv.restype = integer
         self.moments = library.channel_moments
         self.moments.argtypes = [pointer, integer, int64, integer, pointer, integer]

@@ -6,7 +6,9 @@ state dict does not change) and computes the same function faster:
 
 - 3x3 convolutions on the Winograd kernel where it applies (CPU float32,
   large images), with the steps around them folded in: GroupNorm + SiLU
-  before, 2x upsampling before, the residual addition after;
+  before, 2x upsampling before, the residual addition after; the first
+  convolution of each residual block gathers its output's statistics for
+  the block's second GroupNorm as it writes it;
 - outputs of 1 MiB and more written into recycled memory (``buffers``), on
   the CPU in float32: the kernel's, the encoder's padded inputs to its
   stride-2 convolutions and the SFT's concatenations;
@@ -55,16 +57,36 @@ class FastConv3x3(nn.Conv2d):
         return fast
 
     def forward(
-        self, x: Tensor, residual: Tensor | None = None, *, norm: nn.GroupNorm | None = None, upsample: bool = False
+        self,
+        x: Tensor,
+        residual: Tensor | None = None,
+        *,
+        norm: nn.GroupNorm | None = None,
+        upsample: bool = False,
+        input_moments: Tensor | None = None,
     ) -> Tensor:
+        """``input_moments``: ``x``'s statistics from ``forward_with_moments``, for ``norm`` (else it takes them itself)."""
         if self.use_winograd and winograd.applies(x, self.weight, upsample=upsample):
-            return winograd.conv3x3(x, self.weight, self.bias, residual, norm=norm, upsample=upsample)
+            return winograd.conv3x3(
+                x, self.weight, self.bias, residual, norm=norm, upsample=upsample, input_moments=input_moments
+            )
         if norm is not None:
             x = F.silu(norm(x), inplace=not torch.is_grad_enabled())
         out = upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x)
         if residual is None:
             return out
         return out + residual if torch.is_grad_enabled() else out.add_(residual)
+
+    def forward_with_moments(self, x: Tensor, *, norm: nn.GroupNorm | None = None) -> tuple[Tensor, Tensor | None]:
+        """``forward(x, norm=norm)`` and, where it ran on the kernel, its output's GroupNorm statistics (else None).
+
+        The kernel gathers them as it writes the output, so that the next
+        GroupNorm, which reads this output, needs no pass of its own over it.
+        """
+        if not (self.use_winograd and winograd.applies(x, self.weight)):
+            return self.forward(x, norm=norm), None
+        moments = winograd.new_moments(x.shape[0], self.out_channels)
+        return winograd.conv3x3(x, self.weight, self.bias, norm=norm, output_moments=moments), moments
 
 
 class FastResnetBlock(nn.Module):
@@ -80,9 +102,9 @@ class FastResnetBlock(nn.Module):
         self.conv_out = block.conv_out
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(x, norm=self.norm1)
+        h, moments = self.conv1.forward_with_moments(x, norm=self.norm1)
         shortcut = x if self.conv_out is None else self.conv_out(x)
-        return self.conv2(h, shortcut, norm=self.norm2)
+        return self.conv2(h, shortcut, norm=self.norm2, input_moments=moments)
 
 
 class FastUpsample(nn.Module):

@@ -36,6 +36,7 @@ __all__ = [
     "conv3x3",
     "enabled_by_environment",
     "kernel",
+    "new_moments",
     "transform_weight",
 ]
 
@@ -134,6 +135,8 @@ def conv3x3(
     upsample: bool = False,
     tile: int | None = None,
     shared: bool | None = None,
+    input_moments: Tensor | None = None,
+    output_moments: Tensor | None = None,
 ) -> Tensor:
     """``conv2d(produce(x), weight, bias, padding=1) (+ residual)`` for 3x3 float32 ``weight``.
 
@@ -146,14 +149,29 @@ def conv3x3(
     channels). ``shared``: the kernel's shared schedule (one group of tiles
     for all threads, each point's weights read once per group; see the C
     file), by default from ``SHARED_SCHEDULE_BYTES`` of transformed weights;
-    both schedules compute the same. Every argument is checked before a
+    both schedules compute the same. ``output_moments`` (``new_moments(batch, out_channels)``) receives the
+    output's GroupNorm statistics, gathered as it is written; given back as
+    ``input_moments`` to the convolution whose ``norm`` reads that output, they
+    spare its pass over the image. Every argument is checked before a
     pointer reaches the C code (ValueError), which trusts them; RuntimeError
     where the kernel is not available.
     """
     loaded = kernel()
     if loaded is None:
         raise RuntimeError("the Winograd kernel is not available here; check winograd.available() first")
-    return run(loaded, x, weight, bias, residual, norm, upsample, tile, shared)
+    return run(
+        loaded,
+        x,
+        weight,
+        bias,
+        residual,
+        norm,
+        upsample,
+        tile,
+        shared,
+        input_moments=input_moments,
+        output_moments=output_moments,
+    )
 
 
 def run(
@@ -166,6 +184,9 @@ def run(
     upsample: bool,
     tile: int | None = None,
     shared: bool | None = None,
+    *,
+    input_moments: Tensor | None = None,
+    output_moments: Tensor | None = None,
 ) -> Tensor:
     """``conv3x3`` on a given kernel (the self-test and the per-CPU-family tests use other builds)."""
     batch, in_channels, height, width = _checked_input(x)
@@ -185,13 +206,15 @@ def run(
         not isinstance(norm, nn.GroupNorm) or norm.num_channels != in_channels or in_channels % norm.num_groups
     ):
         raise ValueError(f"the GroupNorm ({norm}) does not fit an input of {in_channels} channels")
+    _check_moments(input_moments, batch, in_channels, "input_moments")
+    _check_moments(output_moments, batch, out_channels, "output_moments")
     x = x.contiguous(memory_format=torch.channels_last)
     if tile is None:
         tile = 6 if height * width >= LARGE_TILE_PIXELS and in_channels <= LARGE_TILE_CHANNELS else 4
     if shared is None:
         shared = transformed_bytes(tile, in_channels, out_channels) >= SHARED_SCHEDULE_BYTES
     transformed = transform_weight(weight, loaded, tile)
-    scale, shift = _norm_affine(loaded, x, norm) if norm is not None else (None, None)
+    scale, shift = _norm_affine(loaded, x, norm, input_moments) if norm is not None else (None, None)
     out = pool.empty((batch, height, width, out_channels))
     status = loaded.conv(
         x.data_ptr(),
@@ -209,11 +232,32 @@ def run(
         out.data_ptr(),
         tile,
         int(shared),
+        _pointer(output_moments),
         max(1, torch.get_num_threads()),
     )
     if status != 0:
         raise MemoryError("the Winograd convolution could not allocate its working buffers")
     return out.permute(0, 3, 1, 2)
+
+
+def new_moments(batch: int, channels: int) -> Tensor:
+    """Room for the GroupNorm statistics of a (batch, channels, ...) image: ``run``'s ``output_moments``.
+
+    float64 (3, batch, channels): per image and channel, the sum of
+    ``x - shift``, the sum of its squares, and the shift (one of the image's
+    values of that channel, so that a large mean does not cancel the variance away).
+    """
+    return torch.empty((3, batch, channels), dtype=torch.float64)
+
+
+def _check_moments(moments: Tensor | None, batch: int, channels: int, name: str) -> None:
+    if moments is None:
+        return
+    expected = (3, batch, channels)
+    if not isinstance(moments, Tensor) or tuple(moments.shape) != expected or moments.dtype != torch.float64:
+        raise ValueError(f"{name} {_shape(moments)} is not float64 {expected} (see new_moments)")
+    if moments.device.type != "cpu" or not moments.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous CPU tensor")
 
 
 def transformed_bytes(tile: int, in_channels: int, out_channels: int) -> int:
@@ -252,17 +296,20 @@ def _pointer(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def _norm_affine(loaded: Kernel, x: Tensor, norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+def _norm_affine(loaded: Kernel, x: Tensor, norm: nn.GroupNorm, moments: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """GroupNorm as a per-image, per-channel ``x * scale + shift`` (float32, (B, C) each).
 
     Statistics as ``nn.GroupNorm`` takes them (biased variance over each
     group's channels and pixels), accumulated in float64. ``x`` is a
-    checked, channels-last input.
+    checked, channels-last input; ``moments``, where given, its statistics
+    as the convolution that made it gathered them (``output_moments``),
+    which spares a pass over the image.
     """
     batch, channels, height, width = x.shape
-    moments = torch.empty((3, batch, channels), dtype=torch.float64)
-    if loaded.moments(x.data_ptr(), batch, height * width, channels, moments.data_ptr(), max(1, torch.get_num_threads())):
-        raise MemoryError("the GroupNorm statistics could not allocate their working buffers")
+    if moments is None:
+        moments = new_moments(batch, channels)
+        if loaded.moments(x.data_ptr(), batch, height * width, channels, moments.data_ptr(), max(1, torch.get_num_threads())):
+            raise MemoryError("the GroupNorm statistics could not allocate their working buffers")
     shifted_sum, shifted_squares, shift = moments
     pixels = height * width
     # Per channel: mean, and squared deviations about it; then per group by Chan's combination.

@@ -175,7 +175,7 @@ def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
     conv = loaded.conv
 
     def spy(*arguments):
-        schedules.append(bool(arguments[-2]))  # (..., tile, shared, threads)
+        schedules.append(bool(arguments[-3]))  # (..., tile, shared, moments, threads)
         return conv(*arguments)
 
     monkeypatch.setattr(loaded, "conv", spy)
@@ -198,6 +198,65 @@ def test_group_norm_statistics_survive_a_large_offset():
     with torch.inference_mode():
         got = winograd.conv3x3(x, weight, None, norm=norm)
     assert_float32_close(got, reference(x, weight, None, norm=norm))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread-blocks", "shared-schedule"])
+@pytest.mark.parametrize("upsample", [False, True], ids=["plain", "upsampled"])
+def test_output_moments_are_the_outputs_statistics(shared, upsample, monkeypatch):
+    """Gathered while the output is written, by two threads whose shares split an image (so their sums about
+    different shifts are combined), over partial tiles and 3 images of different offsets: the mean and variance
+    of each image's channels as float64 takes them, also about a large mean."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    generator = torch.Generator().manual_seed(11)
+    block = winograd.kernel().out_channel_multiple
+    side = 23 if upsample else 46  # 12 x 12 tiles of 4 per image: per-thread blocks of 108 tiles end inside an image
+    x = torch.randn(3, 32, side, side + 1, generator=generator)
+    weight = torch.randn(2 * block, 32, 3, 3, generator=generator) / 17
+    bias = torch.randn(2 * block, generator=generator)
+    bias[: block // 2] += 300  # means of 300 with a spread of about 1
+    size = side * (1 + upsample)
+    residual = torch.randn(3, 2 * block, size, size + 1 + upsample, generator=generator)
+    residual[1] *= 10
+    moments = winograd.new_moments(3, 2 * block)
+    with torch.inference_mode():
+        out = winograd.conv3x3(x, weight, bias, residual, upsample=upsample, tile=4, shared=shared, output_moments=moments)
+    pixels = out.shape[2] * out.shape[3]
+    shifted_sum, shifted_squares, shift = moments
+    mean = shift + shifted_sum / pixels
+    variance = (shifted_squares - shifted_sum.square() / pixels) / pixels
+    expected = out.double()
+    torch.testing.assert_close(mean, expected.mean((2, 3)), rtol=0, atol=1e-5 * float(expected.abs().max()))
+    torch.testing.assert_close(variance, expected.var((2, 3), unbiased=False), rtol=1e-5, atol=0)
+
+
+def test_given_moments_stand_for_the_norms_own_pass(monkeypatch):
+    """A convolution's output_moments, handed to the next one's norm, give what its own pass over the input gives."""
+    generator = torch.Generator().manual_seed(12)
+    block = winograd.kernel().out_channel_multiple
+    x = torch.randn(1, 32, 40, 40, generator=generator)
+    first = torch.randn(2 * block, 32, 3, 3, generator=generator) / 17
+    second = torch.randn(block, 2 * block, 3, 3, generator=generator) / 17
+    norm = random_norm(2 * block, generator)
+    moments = winograd.new_moments(1, 2 * block)
+    with torch.inference_mode():
+        h = winograd.conv3x3(x, first, torch.randn(2 * block, generator=generator) + 50, output_moments=moments)
+        own = winograd.conv3x3(h, second, norm=norm)
+        passes = []
+        loaded = winograd.kernel()
+        monkeypatch.setattr(loaded, "moments", lambda *arguments: passes.append(arguments) or 1)  # would fail
+        given = winograd.conv3x3(h, second, norm=norm, input_moments=moments)
+    assert passes == []
+    torch.testing.assert_close(given, own, rtol=0, atol=1e-5 * float(own.abs().max()))
+
+
+def test_moments_of_the_wrong_shape_are_refused():
+    x = torch.zeros(2, 32, SIDE, SIDE)
+    weight = torch.zeros(winograd.kernel().out_channel_multiple, 32, 3, 3)
+    norm = nn.GroupNorm(8, 32)
+    with pytest.raises(ValueError, match="input_moments"):
+        winograd.conv3x3(x, weight, norm=norm, input_moments=winograd.new_moments(1, 32))
+    with pytest.raises(ValueError, match="output_moments"):
+        winograd.conv3x3(x, weight, output_moments=winograd.new_moments(2, 32).float())
 
 
 def test_batch_items_are_normalised_separately():

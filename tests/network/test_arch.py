@@ -36,14 +36,18 @@ def run_forms(model: torch.nn.Module, face_input: torch.Tensor) -> dict[float, t
 def golden_runs(reference_model, fast_reference_model, face_input, monkeypatch_module):
     """Outputs at each w of each form: the pure network, accelerated with the Winograd kernel, and without it.
 
-    Also records the kernel's calls (the weight shape of each), so the Winograd form is known to have used it.
+    Also records the kernel's calls (the weight shape of each), so the Winograd form is known to have used it,
+    and how many gathered their output's GroupNorm statistics and how many were handed such statistics.
     """
     runs = {"pure": run_forms(reference_model, face_input)}
     calls = []
+    moments = {"gathered": 0, "given": 0}
     original = winograd.conv3x3
 
     def recording(x, weight, *args, **kwargs):
         calls.append(tuple(weight.shape))
+        moments["gathered"] += kwargs.get("output_moments") is not None
+        moments["given"] += kwargs.get("input_moments") is not None
         return original(x, weight, *args, **kwargs)
 
     monkeypatch_module.setattr(winograd, "conv3x3", recording)
@@ -51,6 +55,7 @@ def golden_runs(reference_model, fast_reference_model, face_input, monkeypatch_m
         runs["winograd"] = run_forms(accelerate(fast_reference_model, winograd_kernel=True), face_input)
     runs["winograd calls"] = len(calls)
     runs["winograd shapes"] = sorted(set(calls))
+    runs["moments"] = dict(moments)
     runs["pytorch"] = run_forms(accelerate(reference_model, winograd_kernel=False), face_input)
     runs["pytorch calls"] = len(calls) - runs["winograd calls"]
     accelerate(fast_reference_model, winograd_kernel=True)
@@ -78,6 +83,14 @@ def test_matches_official_network(golden_runs, golden, w, form):
     difference = np.abs(image - golden[W_KEYS[w]])
     assert difference.max() <= 1e-3
     assert difference.mean() <= 1e-4
+
+
+def test_residual_blocks_hand_their_first_convolutions_statistics_to_the_second(golden_runs):
+    """Each block whose first convolution ran on the kernel gathered its output's statistics, and its second
+    GroupNorm used them instead of a pass of its own (the outputs still match the official network, above)."""
+    require_winograd()
+    assert golden_runs["moments"]["gathered"] > 0
+    assert golden_runs["moments"]["given"] == golden_runs["moments"]["gathered"]
 
 
 # The widest build's output-channel block (AVX-512: 16 floats x 4) and the input-channel multiple of every build.

@@ -165,6 +165,16 @@ SPECIALISED void filter_1d(const int tile, const vec a, const vec b, const vec c
 
 int winograd_vector_floats(void) { return VEC; }
 
+/* One thread's running per-channel statistics of the output, for the GroupNorm that reads it
+ * next (so that its statistics need no pass of their own over the image): per image and
+ * channel, sums of (x - shift) and of its squares over the pixels counted, about a shift
+ * that is the first output value the thread wrote there (as in channel_moments below). */
+typedef struct {
+    double *sums, *squares; /* [batch][out_channels] */
+    float *shift;
+    int64_t *count;
+} moments_t;
+
 typedef struct {
     const float *input;
     const float *norm_scale; /* [batch][in_channels] or NULL */
@@ -179,6 +189,7 @@ typedef struct {
     int64_t total_tiles;
     int block_tiles; /* tiles per block, multiple of ROWS */
     int64_t first_block, end_block;
+    moments_t *moments; /* this thread's output statistics, or NULL */
 } job_t;
 
 /* The tile + 2 input rows under one row of tiles, columns first_x - 1 .. first_x + tile * count,
@@ -297,7 +308,7 @@ static void multiply_point(const job_t *job, int p, const float *V, int co, floa
 /* A^T m A for the block's tiles in slots slot..end - 1, plus bias (and residual), written to
  * the output pixels that lie inside the image. */
 SPECIALISED void output_transform(const job_t *job, const int tile, int64_t first_tile, int slot, const int end, int co,
-                                  const float *M) {
+                                  const float *M, moments_t *moments) {
     const int K = job->out_channels, H = job->height, W = job->width, T = job->block_tiles, alpha = tile + 2;
     const int per_image = job->tiles_y * job->tiles_x;
     for (; slot < end; slot++) {
@@ -314,6 +325,9 @@ SPECIALISED void output_transform(const job_t *job, const int tile, int64_t firs
                 output_1d(tile, m, t[j]);
             }
             const vec b = job->bias ? load(job->bias + c) : (vec){0};
+            const int64_t channel = (int64_t)n * K + c;
+            int first = moments && moments->count[channel] == 0, pixels = 0;
+            vec shift = moments && !first ? load(moments->shift + channel) : (vec){0}, sum = {0}, squares = {0};
             for (int i = 0; i < tile; i++) {
                 const int y = y0 + i;
                 if (y >= H) break;
@@ -322,10 +336,28 @@ SPECIALISED void output_transform(const job_t *job, const int tile, int64_t firs
                 output_1d(tile, m, out);
                 for (int j = 0; j < tile && x0 + j < W; j++) {
                     const int64_t offset = (((int64_t)n * H + y) * W + x0 + j) * K + c;
-                    const vec value = out[j] + b;
-                    store(job->output + offset, job->residual ? value + load(job->residual + offset) : value);
+                    vec value = out[j] + b;
+                    if (job->residual) value += load(job->residual + offset);
+                    store(job->output + offset, value);
+                    if (moments) {
+                        if (first) {
+                            shift = value;
+                            store(moments->shift + channel, value);
+                            first = 0;
+                        }
+                        const vec d = value - shift;
+                        sum += d;
+                        squares += d * d;
+                        pixels++;
+                    }
                 }
             }
+            if (moments)
+                for (int lane = 0; lane < VEC; lane++) {
+                    moments->sums[channel + lane] += sum[lane];
+                    moments->squares[channel + lane] += squares[lane];
+                    moments->count[channel + lane] += pixels;
+                }
         }
     }
 }
@@ -341,7 +373,7 @@ SPECIALISED void *run_blocks_of(const job_t *job, const int tile) {
         transform_block(job, tile, first_tile, 0, T, strip, V);
         for (int co = 0; co < job->out_channels; co += CO_BLOCK) {
             for (int p = 0; p < points; p++) multiply_point(job, p, V, co, M + (int64_t)p * T * CO_BLOCK);
-            output_transform(job, tile, first_tile, 0, T, co, M);
+            output_transform(job, tile, first_tile, 0, T, co, M, job->moments);
         }
     }
     free(V);
@@ -394,6 +426,7 @@ typedef struct {
     int first, end;     /* this thread's slots or points */
     int64_t first_tile; /* the group's */
     float *V, *M, *strip;
+    moments_t *moments; /* this thread's output statistics, or NULL */
 } stage_t;
 
 SPECIALISED void run_stage_of(const stage_t *share, const int tile) {
@@ -408,7 +441,8 @@ SPECIALISED void run_stage_of(const stage_t *share, const int tile) {
                 multiply_point(job, p, share->V, co, share->M + (co / CO_BLOCK) * per_co_block + (int64_t)p * T * CO_BLOCK);
     } else {
         for (int co = 0; co < job->out_channels; co += CO_BLOCK)
-            output_transform(job, tile, share->first_tile, share->first, share->end, co, share->M + (co / CO_BLOCK) * per_co_block);
+            output_transform(job, tile, share->first_tile, share->first, share->end, co, share->M + (co / CO_BLOCK) * per_co_block,
+                             share->moments);
     }
 }
 
@@ -421,7 +455,7 @@ static void *run_stage(void *arg) {
     return NULL;
 }
 
-static int run_shared(job_t *job, int threads) {
+static int run_shared(job_t *job, moments_t *moments, int threads) {
     const int tile = job->tile, alpha = tile + 2, points = alpha * alpha, C = job->in_channels;
     /* Groups of about equal size, so that the last is not mostly empty slots (each costs its products). */
     const int64_t most = (SHARED_POINT_KIB * 1024) / (C * (int64_t)sizeof(float));
@@ -440,7 +474,7 @@ static int run_shared(job_t *job, int threads) {
             const int items = stage == 1 ? points : T;
             for (int i = 0; i < threads; i++)
                 shares[i] = (stage_t){job, stage, items * i / threads, items * (i + 1) / threads, first_tile, V, M,
-                                      strips + strip_floats * i};
+                                      strips + strip_floats * i, moments ? moments + i : NULL};
             failed |= run_parallel(run_stage, shares, sizeof(stage_t), threads);
         }
     }
@@ -450,15 +484,39 @@ static int run_shared(job_t *job, int threads) {
     return failed;
 }
 
+/* The threads' output statistics combined into moments ([3][batch][out_channels]: sums of
+ * (x - shift), sums of (x - shift)^2, the shift; channel_moments' layout), all about the shift of
+ * the first thread that counted each channel: its sums move to another shift d away exactly,
+ * as sum + count d and squares + 2 d sum + count d^2. */
+static void combine_moments(const moments_t *parts, int threads, int64_t channels, double *moments) {
+    for (int64_t k = 0; k < channels; k++) {
+        int reference = 0;
+        while (reference < threads - 1 && parts[reference].count[k] == 0) reference++;
+        const double shift = parts[reference].shift[k];
+        double sum = 0, squares = 0;
+        for (int i = 0; i < threads; i++) {
+            const double d = (double)parts[i].shift[k] - shift, count = (double)parts[i].count[k];
+            if (parts[i].count[k] == 0) continue;
+            sum += parts[i].sums[k] + count * d;
+            squares += parts[i].squares[k] + 2 * d * parts[i].sums[k] + count * d * d;
+        }
+        moments[k] = sum;
+        moments[channels + k] = squares;
+        moments[2 * channels + k] = shift;
+    }
+}
+
 /* output = conv3x3(produce(input)) + bias (+ residual) in tiles of tile x tile (4 or 6)
  * outputs, from weights transformed for that tile; shared: the shared schedule (above), else
- * each thread its own blocks. height and width are the
- * convolution's (after upsampling: the input is height/2 x width/2 when
- * upsample is 1). Returns 0 on success, nonzero if the working buffers could not be
- * allocated (the caller then falls back to a direct convolution). */
+ * each thread its own blocks; moments, where not NULL, receives
+ * the output's per-image, per-channel statistics in channel_moments' layout, for the GroupNorm
+ * that reads it next. height and width are the convolution's (after upsampling: the input is
+ * height/2 x width/2 when upsample is 1). Returns 0 on success, nonzero if the working buffers
+ * could not be allocated (the caller then falls back to a direct convolution). */
 int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
                      const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
-                     const float *bias, const float *residual, float *output, int tile, int shared, int threads) {
+                     const float *bias, const float *residual, float *output, int tile, int shared, double *moments,
+                     int threads) {
     tile = tile == 6 ? 6 : 4;
     job_t base = {
         .input = input, .norm_scale = norm_scale, .norm_shift = norm_shift, .weights = weights, .bias = bias,
@@ -469,21 +527,39 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
     base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads < 1) threads = 1;
-    if (shared) return run_shared(&base, threads);
     int block_tiles = (BLOCK_KIB * 1024) / ((tile + 2) * (tile + 2) * in_channels * (int)sizeof(float));
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
-    base.block_tiles = block_tiles;
     const int64_t blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
-    if (threads > blocks) threads = (int)blocks;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads < 1) threads = 1;
-    job_t jobs[MAX_THREADS];
-    for (int i = 0; i < threads; i++) {
-        jobs[i] = base;
-        jobs[i].first_block = blocks * i / threads;
-        jobs[i].end_block = blocks * (i + 1) / threads;
+    if (!shared && threads > blocks) threads = (int)blocks;
+    /* Each thread's statistics: sums and squares (double), shift (float) and count per image and channel. */
+    const int64_t channels = (int64_t)batch * out_channels;
+    moments_t parts[MAX_THREADS];
+    char *statistics = moments ? calloc((size_t)threads * channels, 2 * sizeof(double) + sizeof(float) + sizeof(int64_t)) : NULL;
+    if (moments && !statistics) return 1;
+    for (int i = 0; moments && i < threads; i++) {
+        char *own = statistics + (size_t)i * channels * (2 * sizeof(double) + sizeof(float) + sizeof(int64_t));
+        parts[i].sums = (double *)own;
+        parts[i].squares = parts[i].sums + channels;
+        parts[i].count = (int64_t *)(parts[i].squares + channels);
+        parts[i].shift = (float *)(parts[i].count + channels);
     }
-    return run_parallel(run_blocks, jobs, sizeof(job_t), threads);
+    int failed;
+    if (shared) {
+        failed = run_shared(&base, moments ? parts : NULL, threads);
+    } else {
+        base.block_tiles = block_tiles;
+        job_t jobs[MAX_THREADS];
+        for (int i = 0; i < threads; i++) {
+            jobs[i] = base;
+            jobs[i].first_block = blocks * i / threads;
+            jobs[i].end_block = blocks * (i + 1) / threads;
+            jobs[i].moments = moments ? parts + i : NULL;
+        }
+        failed = run_parallel(run_blocks, jobs, sizeof(job_t), threads);
+    }
+    if (moments && !failed) combine_moments(parts, threads, channels, moments);
+    free(statistics);
+    return failed;
 }
 
 typedef struct {
