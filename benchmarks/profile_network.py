@@ -76,7 +76,7 @@ def counting_kernel(record: list[tuple[float, int, int, str]]):
         started = time.perf_counter()
         result = original(loaded, x, weight, bias, residual, norm, upsample, tile, shared, **moments)
         if shared is None:
-            shared = winograd.transformed_bytes(chosen, in_channels, out_channels) >= winograd.SHARED_SCHEDULE_BYTES
+            shared = winograd.uses_shared_schedule(chosen, in_channels, out_channels)
         shape = f"{in_channels}->{out_channels} @{height}x{width} F({chosen})" + (" up" if upsample else "")
         shape += " shared" if shared else ""
         record.append((time.perf_counter() - started, products, direct, shape))

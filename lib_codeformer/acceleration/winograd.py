@@ -212,7 +212,7 @@ def run(
     if tile is None:
         tile = 6 if height * width >= LARGE_TILE_PIXELS and in_channels <= LARGE_TILE_CHANNELS else 4
     if shared is None:
-        shared = transformed_bytes(tile, in_channels, out_channels) >= SHARED_SCHEDULE_BYTES
+        shared = uses_shared_schedule(tile, in_channels, out_channels)
     transformed = transform_weight(weight, loaded, tile)
     scale, shift = _norm_affine(loaded, x, norm, input_moments) if norm is not None else (None, None)
     out = pool.empty((batch, height, width, out_channels))
@@ -263,6 +263,11 @@ def _check_moments(moments: Tensor | None, batch: int, channels: int, name: str)
 def transformed_bytes(tile: int, in_channels: int, out_channels: int) -> int:
     """The size of a layer's transformed weights U: (tile + 2)^2 float32 matrices of in x out channels."""
     return (tile + 2) ** 2 * in_channels * out_channels * 4
+
+
+def uses_shared_schedule(tile: int, in_channels: int, out_channels: int) -> bool:
+    """The schedule ``run`` picks by default: shared from ``SHARED_SCHEDULE_BYTES`` of transformed weights."""
+    return transformed_bytes(tile, in_channels, out_channels) >= SHARED_SCHEDULE_BYTES
 
 
 def _shape(value: object) -> object:

@@ -531,13 +531,15 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
     block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
     const int64_t blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
     if (!shared && threads > blocks) threads = (int)blocks;
-    /* Each thread's statistics: sums and squares (double), shift (float) and count per image and channel. */
+    /* Each thread's statistics: sums and squares (double), count and shift per image and channel
+     * (out_channels is a multiple of 16, so every thread's part stays 8-byte aligned). */
     const int64_t channels = (int64_t)batch * out_channels;
+    const size_t per_channel = 2 * sizeof(double) + sizeof(int64_t) + sizeof(float);
     moments_t parts[MAX_THREADS];
-    char *statistics = moments ? calloc((size_t)threads * channels, 2 * sizeof(double) + sizeof(float) + sizeof(int64_t)) : NULL;
+    char *statistics = moments ? calloc((size_t)threads * channels, per_channel) : NULL;
     if (moments && !statistics) return 1;
     for (int i = 0; moments && i < threads; i++) {
-        char *own = statistics + (size_t)i * channels * (2 * sizeof(double) + sizeof(float) + sizeof(int64_t));
+        char *own = statistics + (size_t)i * channels * per_channel;
         parts[i].sums = (double *)own;
         parts[i].squares = parts[i].sums + channels;
         parts[i].count = (int64_t *)(parts[i].squares + channels);
