@@ -55,7 +55,12 @@ def test_fast_parsenet_matches_facexlib(parsenet_and_faces, use_winograd, monkey
     fast = accelerate_parsenet(model, use_winograd=use_winograd)
     kernel_calls = []
     run = winograd.run
-    monkeypatch.setattr(winograd, "run", lambda *args: kernel_calls.append(args[1].shape) or run(*args))
+
+    def counting_run(*args, **kwargs):
+        kernel_calls.append(args[1].shape)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(winograd, "run", counting_run)
     with torch.inference_mode():
         scores = fast(faces)
     assert scores.shape == reference.shape
