@@ -233,13 +233,20 @@ class FaceRestorer:
                 accelerate(self._network, winograd_kernel=self._fast_conv)
             if self._parser is not None:
                 self._parser.use_winograd(self._fast_conv)
+            for detector in self._detectors.values():
+                if hasattr(detector, "use_winograd"):
+                    detector.use_winograd(self._fast_conv)
 
     def detector(self, name: str | None = None):
         name = name or self.detector_name
         with self._lock:
             if name not in self._detectors:
                 self._detectors[name] = create_detector(
-                    name, device=self.device, model_dirs=self.detector_model_dirs, download=self.download
+                    name,
+                    device=self.device,
+                    model_dirs=self.detector_model_dirs,
+                    download=self.download,
+                    use_winograd=self._fast_conv,
                 )
             return self._detectors[name]
 

@@ -347,6 +347,31 @@ def test_retinaface_loads_weights_from_the_webui_folder(tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
 
 
+def test_retinaface_runs_its_3x3_convolutions_on_the_kernel_as_fast_conv_says(tmp_path, small_model, fast_conv_calls):
+    from facexlib.detection.retinaface import RetinaFace
+
+    state = random_weights_like(RetinaFace(network_name="resnet50", half=False, device="cpu"), 4)
+    torch.save(state, tmp_path / "detection_Resnet50_Final.pth")
+    restorer = FaceRestorer(
+        small_model, detector="retinaface_resnet50", device="cpu", detector_model_dirs=[tmp_path], download=False
+    )
+    detector = restorer.detector()
+    reference = RetinaFace(network_name="resnet50", half=False, device="cpu")
+    reference.load_state_dict(state)
+    image = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)  # ResNet's first stages: >= 32 x 32
+    batch = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32))[None] - 110.0
+    with torch.inference_mode():
+        expected = reference.eval()(batch)
+        on_kernel = detector.model(batch)
+        calls_on = len(fast_conv_calls)
+        restorer.fast_conv = False  # the setting reaches the loaded detector
+        off_kernel = detector.model(batch)
+    assert calls_on >= 10 and len(fast_conv_calls) == calls_on  # ResNet50's stride-1 3x3 at 60 x 80 and 30 x 40, the FPN's
+    for outputs in (on_kernel, off_kernel):
+        for ours, theirs in zip(outputs, expected, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
+
+
 def test_retinaface_falls_back_to_yunet_with_one_warning(tmp_path, monkeypatch, caplog, astronaut):
     monkeypatch.setenv("CODEFORMER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(detection, "_fallback_warned", type(detection._fallback_warned)())

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
 from . import winograd
-from .layers import FastConv3x3, FastDownsample, FastResnetBlock, FastSFTFusion, FastUpsample
+from .layers import FastConv3x3, FastDownsample, FastResnetBlock, FastSFTFusion, FastUpsample, is_plain_conv3x3
 
 
 def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
@@ -71,18 +71,7 @@ def _swap_children(parent: nn.Module, use: bool) -> None:
 
 
 def _swappable(module: nn.Module) -> bool:
-    return isinstance(module, (ResnetBlock, Upsample, Downsample, SFTFusion)) or _is_plain_conv3x3(module)
-
-
-def _is_plain_conv3x3(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Conv2d
-        and module.kernel_size == (3, 3)
-        and module.stride == (1, 1)
-        and module.padding == (1, 1)
-        and module.groups == 1
-        and module.dilation == (1, 1)
-    )
+    return isinstance(module, (ResnetBlock, Upsample, Downsample, SFTFusion)) or is_plain_conv3x3(module)
 
 
 def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
@@ -94,7 +83,7 @@ def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
         return FastDownsample(module)
     if isinstance(module, SFTFusion):
         return FastSFTFusion(module, use_winograd=use)
-    if _is_plain_conv3x3(module):
+    if is_plain_conv3x3(module):
         return FastConv3x3.adopt(module, use_winograd=use)
     return None
 

@@ -34,6 +34,20 @@ from .buffers import pool, poolable
 from .subpixel import upsample2x_conv3x3
 
 
+def is_plain_conv3x3(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly ``nn.Conv2d(in, out, 3, padding=1)`` (zero padding, no stride, dilation or
+    groups): the one convolution the kernel computes. Subclasses may compute something else, so they are not."""
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (3, 3)
+        and module.stride == (1, 1)
+        and module.padding == (1, 1)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+    )
+
+
 class FastConv3x3(nn.Conv2d):
     """``nn.Conv2d(in, out, 3, padding=1)`` that runs on the Winograd kernel where that is faster.
 
@@ -49,7 +63,7 @@ class FastConv3x3(nn.Conv2d):
     @classmethod
     def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> FastConv3x3:
         """A FastConv3x3 holding ``conv``'s own parameters."""
-        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+        if not is_plain_conv3x3(conv):
             raise ValueError(f"{conv} is not a plain 3x3 convolution")
         with torch.device("meta"):
             fast = cls(conv.in_channels, conv.out_channels, use_winograd=use_winograd)

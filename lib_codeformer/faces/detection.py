@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..acceleration import cpu_layout
+from ..acceleration import accelerate, cpu_layout
 from ..acceleration.folding import fold_batch_norms
 from ..errors import MissingDependency, WeightsError
 from ..network.weights import read_tensors
@@ -115,9 +115,11 @@ class YuNetDetector:
 
 
 class RetinaFaceDetector:
-    """facexlib's RetinaFace with weights loaded here (safely, from a verified file), its batch norms folded."""
+    """facexlib's RetinaFace with weights loaded here (safely, from a verified file), its batch norms folded and
+    its plain 3x3 convolutions on the Winograd kernel where it applies (``use_winograd``, the restorer's
+    ``fast_conv``): most of ResNet50's stride-1 3x3 convolutions and the FPN's and SSH's."""
 
-    def __init__(self, network: str, weights: Path, device: torch.device) -> None:
+    def __init__(self, network: str, weights: Path, device: torch.device, *, use_winograd: bool = True) -> None:
         from facexlib.detection.retinaface import RetinaFace
 
         self.name = f"retinaface_{network}"
@@ -128,9 +130,13 @@ class RetinaFaceDetector:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise WeightsError(f"{weights} is not the {self.name} detector's weights ({str(error).splitlines()[0]}).") from None
-        self.model = model.eval().requires_grad_(False)
-        fold_batch_norms(self.model)  # same detections, a seventh less work
-        cpu_layout(self.model)
+        model = model.eval().requires_grad_(False)
+        fold_batch_norms(model)  # same detections, a seventh less work
+        self.model = accelerate(model, winograd_kernel=use_winograd)
+
+    def use_winograd(self, enabled: bool) -> None:
+        """Whether the CPU float32 3x3 convolutions run on the compiled Winograd kernel (the restorer's ``fast_conv``)."""
+        accelerate(self.model, winograd_kernel=enabled)
 
     def to(self, device: torch.device) -> None:
         """Move the network; facexlib's RetinaFace also keeps the device it sends its inputs to."""
@@ -179,10 +185,15 @@ def retinaface_of(name: str) -> str | None:
 
 
 def create_detector(
-    name: str, *, device: torch.device, model_dirs: Sequence[str | os.PathLike] = (), download: bool = True
+    name: str,
+    *,
+    device: torch.device,
+    model_dirs: Sequence[str | os.PathLike] = (),
+    download: bool = True,
+    use_winograd: bool = True,
 ) -> YuNetDetector | RetinaFaceDetector:
     """Build a detector by name; RetinaFace falls back to YuNet when it cannot be had (one warning, or for
-    ``auto`` one info line)."""
+    ``auto`` one info line). ``use_winograd``: RetinaFace's convolutions on the compiled kernel."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     wanted = retinaface_of(name)
@@ -191,7 +202,7 @@ def create_detector(
     network = wanted.removeprefix("retinaface_")
     model = RETINAFACE_RESNET50 if network == "resnet50" else RETINAFACE_MOBILE
     try:
-        return RetinaFaceDetector(network, model_file_path(model, model_dirs, download), device)
+        return RetinaFaceDetector(network, model_file_path(model, model_dirs, download), device, use_winograd=use_winograd)
     except (WeightsError, ImportError) as error:
         if not _fallback_warned.is_set():
             _fallback_warned.set()

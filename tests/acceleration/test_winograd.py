@@ -587,3 +587,34 @@ def test_cpu_family_names_the_widest_vector_extension():
     assert cpu_family({"sse2", "avx", "avx2", "fma"}) == "AVX2"
     assert cpu_family({"sse2", "avx"}) == platform.machine()
     assert cpu_family(set()) == platform.machine()
+
+
+class ReflectingConv(nn.Conv2d):
+    """A subclass may compute something else than its base class: never taken for a plain convolution."""
+
+
+@pytest.mark.parametrize(
+    ("conv", "taken"),
+    [
+        (nn.Conv2d(16, 16, 3, padding=1), True),
+        (nn.Conv2d(16, 16, 3, padding=1, bias=False), True),
+        (nn.Conv2d(16, 16, 3, padding=2, dilation=2), False),
+        (nn.Conv2d(16, 16, 3, padding=1, stride=2), False),
+        (nn.Conv2d(16, 16, 3, padding=1, groups=16), False),
+        (nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect"), False),
+        (nn.Conv2d(16, 16, 3, padding=0), False),
+        (nn.Conv2d(16, 16, 1), False),
+        (ReflectingConv(16, 16, 3, padding=1), False),
+    ],
+)
+def test_accelerate_takes_over_only_the_convolution_the_kernel_computes(conv, taken):
+    from lib_codeformer.acceleration import accelerate
+
+    fast = accelerate(nn.Sequential(conv).eval())
+    assert isinstance(fast[0], FastConv3x3) is taken
+    x = torch.randn(1, 16, 40, 40)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv(x), rtol=1e-4, atol=1e-4)
+    if not taken:
+        with pytest.raises(ValueError, match="not a plain 3x3 convolution"):
+            FastConv3x3.adopt(conv, use_winograd=True)
