@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..storage.atomic import atomic_output, remove_stale
 from ..storage.model_files import default_cache_dir
+from . import host_threads
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,19 @@ class Kernel:
         self.transform.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
         self.vector_floats = int(library.winograd_vector_floats())
+        self._use_team = library.winograd_use_team
+        self._use_team.argtypes = [pointer]
+        self._uses_team = library.winograd_uses_team
+        self.use_team(host_threads.team_entry())
+
+    def use_team(self, gomp_parallel: int | None) -> None:
+        """Run the kernel's threads on the OpenMP team behind ``gomp_parallel`` (the address of a function
+        with GOMP_parallel's signature; see host_threads), or on threads of its own (None)."""
+        self._use_team(gomp_parallel)
+
+    @property
+    def joins_host_team(self) -> bool:
+        return bool(self._uses_team())
 
 
 def enabled_by_environment() -> bool:

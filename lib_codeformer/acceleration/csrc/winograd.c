@@ -387,9 +387,45 @@ static void *run_blocks(void *arg) {
     return job->tile == 6 ? run_blocks_of(job, 6) : run_blocks_of(job, 4);
 }
 
-/* Run run_blocks' shares of a job on `threads` threads (the caller's one included).
+/* The host's thread team: GOMP_parallel(fn, data, threads, flags) of the OpenMP runtime that PyTorch
+ * runs its own CPU operations on (set by winograd_use_team), or NULL for threads of our own. Between
+ * its operations PyTorch's OpenMP threads keep spinning for a while (libgomp's default: 300,000 spins,
+ * a few ms) before they sleep; threads of our own started in that time share the cores with them,
+ * and a layer ran up to half as fast between PyTorch's operations as it did alone. On the host's team
+ * the kernel's shares run on those very threads, which are awake already. */
+typedef void (*team_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+static team_parallel_t team_parallel = NULL;
+
+void winograd_use_team(void *gomp_parallel) { team_parallel = (team_parallel_t)gomp_parallel; }
+
+int winograd_uses_team(void) { return team_parallel != NULL; }
+
+typedef struct {
+    void *(*work)(void *);
+    char *jobs;
+    size_t job_size;
+    int count;  /* shares */
+    int next;   /* the next share to claim */
+    int failed; /* a share failed */
+} team_work_t;
+
+/* Each member of the team claims shares until none is left, so that the work is done whatever the
+ * size of the team the runtime grants (one, inside another parallel region). */
+static void run_claimed(void *arg) {
+    team_work_t *team = arg;
+    for (int i; (i = __atomic_fetch_add(&team->next, 1, __ATOMIC_RELAXED)) < team->count;)
+        if (team->work(team->jobs + i * team->job_size) != NULL) __atomic_store_n(&team->failed, 1, __ATOMIC_RELAXED);
+}
+
+/* Run the `threads` shares of a job (jobs: an array of them, job_size bytes each) on as many threads,
+ * the caller's included: the host's team where there is one, else threads started here.
  * Returns nonzero if a share failed (no memory for its buffers). */
 static int run_parallel(void *(*work)(void *), void *jobs, size_t job_size, int threads) {
+    if (team_parallel != NULL && threads > 1) {
+        team_work_t team = {work, jobs, job_size, threads, 0, 0};
+        team_parallel(run_claimed, &team, (unsigned)threads, 0);
+        return team.failed;
+    }
     pthread_t ids[MAX_THREADS];
     int created[MAX_THREADS] = {0};
     int failed = 0;
