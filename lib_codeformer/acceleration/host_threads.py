@@ -46,8 +46,9 @@ def mapped_libraries(maps: Path = Path("/proc/self/maps")) -> list[Path]:
         lines = maps.read_text().splitlines()
     except OSError:
         return []
-    paths = {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}
-    return [Path(path) for path in sorted(paths) if path.startswith("/")]
+    fields = (line.split(maxsplit=5) for line in lines)
+    paths = {entry[5] for entry in fields if len(entry) == 6 and entry[5].startswith("/")}
+    return [Path(path) for path in sorted(paths)]
 
 
 def choose_runtime(candidates: Iterable[Path], torch_folders: Iterable[Path]) -> Path | None:
@@ -57,7 +58,7 @@ def choose_runtime(candidates: Iterable[Path], torch_folders: Iterable[Path]) ->
     own = [path for path in runtimes if any(path.resolve().is_relative_to(folder) for folder in folders)]
     if len(own) == 1:
         return own[0]
-    return runtimes[0] if len(runtimes) == 1 and not own else None
+    return runtimes[0] if len(runtimes) == 1 else None
 
 
 def team_entry() -> int | None:
