@@ -58,6 +58,25 @@ def test_the_pack_imports_cleanly_without_comfyui_and_imports_nothing_heavy():
     assert result.stdout.strip() == f"{names} False False"
 
 
+def test_the_tests_run_from_a_clone_whose_folder_name_is_no_python_name(tmp_path):
+    """pytest imports the root __init__.py (the pack) as a lone file, without a package, where the clone's folder is
+    no Python name (``mktemp -d`` makes ``tmp.k0qM0gNJrr``): that import registers nothing, and must not fail."""
+    clone = tmp_path / "tmp.k0qM0gNJrr"
+    (clone / "tests").mkdir(parents=True)
+    for name in ("__init__.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, clone / name)
+    shutil.copytree(ROOT / "lib_codeformer", clone / "lib_codeformer", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "tests" / "test_collected.py").write_text("def test_collected():\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=clone,
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:]
+
+
 def test_install_py_does_nothing_where_there_is_no_webui(tmp_path):
     """ComfyUI-Manager runs every pack's install.py; there is no `launch` module there."""
     result = subprocess.run([sys.executable, str(ROOT / "install.py")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
