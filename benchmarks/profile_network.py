@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import winograd  # noqa: E402
-from lib_codeformer.acceleration.layers import FastConv3x3  # noqa: E402
+from lib_codeformer.acceleration.layers import FastConv1x1, FastConv3x3  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
@@ -103,6 +103,8 @@ def kernel_rate(run: Callable[[], object]) -> tuple[float, float]:
 def kind_of(module: nn.Module, name: str) -> str:
     if isinstance(module, FastConv3x3):
         return "3x3 conv, fused (Winograd kernel where it applies)"
+    if isinstance(module, FastConv1x1):
+        return "1x1 conv + residual (kernel's products where it applies)"
     if isinstance(module, nn.Conv2d):
         return f"conv {module.kernel_size[0]}x{module.kernel_size[1]}, stride {module.stride[0]} (PyTorch)"
     if isinstance(module, (nn.GroupNorm, nn.LayerNorm)):

@@ -19,7 +19,15 @@ from torch import nn
 
 from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
 from . import winograd
-from .layers import FastConv3x3, FastDownsample, FastResnetBlock, FastSFTFusion, FastUpsample, is_plain_conv3x3
+from .layers import (
+    FastConv1x1,
+    FastConv3x3,
+    FastDownsample,
+    FastResnetBlock,
+    FastSFTFusion,
+    FastUpsample,
+    is_plain_conv3x3,
+)
 
 
 def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
@@ -38,7 +46,7 @@ def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
         _swap_children(model, use)
         model._codeformer_accelerated = True
     for module in model.modules():
-        if isinstance(module, FastConv3x3):
+        if isinstance(module, (FastConv3x3, FastConv1x1)):
             module.use_winograd = use
     return cpu_layout(model)
 
@@ -58,7 +66,7 @@ def is_accelerated(model: nn.Module) -> bool:
 
 def uses_winograd(model: nn.Module) -> bool:
     """Whether ``model`` would run its large CPU float32 convolutions on the Winograd kernel."""
-    return winograd.available() and any(isinstance(m, FastConv3x3) and m.use_winograd for m in model.modules())
+    return winograd.available() and any(isinstance(m, (FastConv3x3, FastConv1x1)) and m.use_winograd for m in model.modules())
 
 
 def _swap_children(parent: nn.Module, use: bool) -> None:

@@ -62,6 +62,9 @@ class Kernel:
         self.transform = library.winograd_transform_weights
         self.transform.argtypes = [pointer, integer, integer, int64, int64, int64, int64, pointer, integer, integer]
         self.transform.restype = integer
+        self.pointwise = library.pointwise_conv
+        self.pointwise.argtypes = [pointer, int64, integer, pointer, integer, pointer, pointer, pointer, integer]
+        self.pointwise.restype = integer
         self.out_channel_multiple = int(library.winograd_co_block())
         self.vector_floats = int(library.winograd_vector_floats())
         self._use_team = library.winograd_use_team

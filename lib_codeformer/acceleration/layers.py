@@ -9,6 +9,8 @@ state dict does not change) and computes the same function faster:
   before, 2x upsampling before, the residual addition after; the first
   convolution of each residual block gathers its output's statistics for
   the block's second GroupNorm as it writes it;
+- the residual blocks' 1x1 shortcut projections on the same kernel's
+  products (``pointwise``), the block's other branch added in place;
 - outputs of 1 MiB and more written into recycled memory (``buffers``), on
   the CPU in float32: the kernel's, the encoder's padded inputs to its
   stride-2 convolutions and the SFT's concatenations;
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
-from . import winograd
+from . import pointwise, winograd
 from .buffers import pool, poolable
 from .subpixel import upsample2x_conv3x3
 
@@ -103,8 +105,52 @@ class FastConv3x3(nn.Conv2d):
         return winograd.conv3x3(x, self.weight, self.bias, norm=norm, output_moments=moments), moments
 
 
+class FastConv1x1(nn.Conv2d):
+    """``nn.Conv2d(in, out, 1)`` that runs on the compiled kernel's products where it applies.
+
+    ``forward(x, residual)`` computes ``conv(x) + residual``; on the kernel
+    the sum is written over ``residual`` (a tensor the caller is done with).
+    ``use_winograd`` (the kernel switch, named as FastConv3x3's) is set by ``accelerate``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, use_winograd: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1)
+        self.use_winograd = use_winograd
+
+    @classmethod
+    def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> FastConv1x1:
+        """A FastConv1x1 holding ``conv``'s own parameters."""
+        if not is_plain_conv1x1(conv):
+            raise ValueError(f"{conv} is not a plain 1x1 convolution")
+        with torch.device("meta"):
+            fast = cls(conv.in_channels, conv.out_channels, use_winograd=use_winograd)
+        fast.weight, fast.bias = conv.weight, conv.bias
+        return fast
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.use_winograd and pointwise.applies(x, self.weight):
+            return pointwise.conv1x1(x, self.weight, self.bias, residual)
+        out = super().forward(x)
+        if residual is None:
+            return out
+        return out + residual if torch.is_grad_enabled() else out.add_(residual)
+
+
+def is_plain_conv1x1(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly ``nn.Conv2d(in, out, 1)`` (no stride, padding, dilation or groups)."""
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.padding == (0, 0)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+    )
+
+
 class FastResnetBlock(nn.Module):
-    """``ResnetBlock`` with GroupNorm + SiLU folded into each convolution and the residual into the second."""
+    """``ResnetBlock`` with GroupNorm + SiLU folded into each convolution and the residual into the second (or,
+    where a 1x1 convolution projects the shortcut, into that projection)."""
 
     def __init__(self, block: ResnetBlock, *, use_winograd: bool) -> None:
         super().__init__()
@@ -113,12 +159,13 @@ class FastResnetBlock(nn.Module):
         self.conv1 = FastConv3x3.adopt(block.conv1, use_winograd=use_winograd)
         self.norm2 = block.norm2
         self.conv2 = FastConv3x3.adopt(block.conv2, use_winograd=use_winograd)
-        self.conv_out = block.conv_out
+        self.conv_out = None if block.conv_out is None else FastConv1x1.adopt(block.conv_out, use_winograd=use_winograd)
 
     def forward(self, x: Tensor) -> Tensor:
         h, moments = self.conv1.forward_with_moments(x, norm=self.norm1)
-        shortcut = x if self.conv_out is None else self.conv_out(x)
-        return self.conv2(h, shortcut, norm=self.norm2, input_moments=moments)
+        if self.conv_out is None:
+            return self.conv2(h, x, norm=self.norm2, input_moments=moments)
+        return self.conv_out(x, self.conv2(h, norm=self.norm2, input_moments=moments))
 
 
 class FastUpsample(nn.Module):

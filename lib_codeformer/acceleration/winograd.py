@@ -342,9 +342,12 @@ def child_self_test(library: str) -> int:
 
 
 def self_test(loaded: Kernel) -> str:
-    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules);
-    '' when it agrees."""
+    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules;
+    for the 1x1 convolution a pixel count that is no multiple of the micro-kernel's rows and more input channels than
+    one chunk of weights); '' when it agrees."""
     import torch.nn.functional as F
+
+    from . import pointwise
 
     generator = torch.Generator().manual_seed(0)
     channels, out_channels = 32, loaded.out_channel_multiple
@@ -362,7 +365,16 @@ def self_test(loaded: Kernel) -> str:
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
             schedules = [(tile, shared) for tile in TILES for shared in (False, True)]
             results = [run(loaded, x, weight, bias, residual, norm, True, tile, shared) for tile, shared in schedules]
+            pixels = torch.randn(2, 272, 5, 7, generator=generator)
+            projection = torch.randn(2 * out_channels, 272, 1, 1, generator=generator) / 16
+            other_branch = torch.randn(2, 2 * out_channels, 5, 7, generator=generator)
+            expected_1x1 = F.conv2d(pixels.double(), projection.double(), bias.repeat(2).double()) + other_branch.double()
+            in_place = other_branch.contiguous(memory_format=torch.channels_last)
+            result_1x1 = pointwise.run(loaded, pixels, projection, bias.repeat(2), in_place)
     except MemoryError as error:
         return str(error)
     difference = max(float((got.double() - expected).abs().max()) for got in results)
-    return "" if difference < 1e-4 else f"its self-test differs from PyTorch's convolution by {difference:.2e}"
+    if difference >= 1e-4:
+        return f"its self-test differs from PyTorch's convolution by {difference:.2e}"
+    difference = float((result_1x1.double() - expected_1x1).abs().max())
+    return "" if difference < 1e-4 else f"its self-test differs from PyTorch's 1x1 convolution by {difference:.2e}"

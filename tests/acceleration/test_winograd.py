@@ -445,11 +445,13 @@ def test_built_once_then_reused_from_the_cache(tmp_path):
     [
         ("out[0] = m[0] + m[1] + m[2] + m[3] + m[4];", "out[0] = m[0] + m[1] + m[2] + m[3];"),  # in 4 x 4 tiles
         ("out[2] = sum1 + 4.0f * sum2 + 0.25f * sum3;", "out[2] = sum1 + 4.0f * sum2 + 0.5f * sum3;"),  # in 6 x 6 tiles
+        ("if (residual) acc[r][v] += load(residual + at);", "if (residual) acc[r][v] -= load(residual + at);"),  # 1x1
     ],
-    ids=["tile-4", "tile-6"],
+    ids=["tile-4", "tile-6", "pointwise"],
 )
 def test_a_kernel_that_computes_wrong_results_is_not_used(tmp_path, mistake):
-    """The self-test runs on every load, over both tile sizes: a library that builds but miscomputes is refused."""
+    """The self-test runs on every load, over both tile sizes and the 1x1 convolution: a library that builds but
+    miscomputes is refused."""
     broken = tmp_path / "winograd.c"
     source = winograd.SOURCE.read_text()
     assert mistake[0] in source
