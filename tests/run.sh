@@ -13,7 +13,8 @@
 # Each environment holds a CUDA build of torch (~6 GB), so at most two exist at once: .venv-forge is installed in
 # the background while the first suite runs (downloads beside computation), .venv-a1111 after Forge's suite. With
 # CODEFORMER_DISCARD_HOST_ENVIRONMENTS=1 (as in CI, where disk is short) each host environment is removed once its
-# suite has run, so the peak is .venv plus one other (~13 GB); without it they are kept for the next run.
+# suite has run, so at most .venv and one other exist (16 GB at the peak, measured in CI's set-up); without it
+# they are kept for the next run.
 # Extra arguments are passed to every pytest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
