@@ -52,7 +52,7 @@ trap 'kill -- -"$installing" 2>/dev/null || true' EXIT
 if command -v gcc >/dev/null 2>&1; then
     CODEFORMER_KERNEL_FLAGS="-O1 -g -march=native -fsanitize=address -fno-omit-frame-pointer" \
     LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
-        .venv/bin/python -m pytest tests/acceleration/test_winograd.py "$@"
+        .venv/bin/python -m pytest tests/acceleration/test_winograd.py tests/acceleration/test_pointwise.py "$@"
 fi
 
 if ! wait "$installing"; then
