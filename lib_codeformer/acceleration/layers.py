@@ -82,7 +82,7 @@ class FastConv3x3(nn.Conv2d):
         input_moments: Tensor | None = None,
     ) -> Tensor:
         """``input_moments``: ``x``'s statistics from ``forward_with_moments``, for ``norm`` (else it takes them itself)."""
-        if self.use_winograd and winograd.applies(x, self.weight, upsample=upsample):
+        if self.use_winograd and winograd.applies(x, self.weight, upsample=upsample) and not _tracks_gradient(residual):
             return winograd.conv3x3(
                 x, self.weight, self.bias, residual, norm=norm, upsample=upsample, input_moments=input_moments
             )
@@ -128,12 +128,17 @@ class FastConv1x1(nn.Conv2d):
         return fast
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if self.use_winograd and pointwise.applies(x, self.weight):
+        if self.use_winograd and pointwise.applies(x, self.weight) and not _tracks_gradient(residual):
             return pointwise.conv1x1(x, self.weight, self.bias, residual)
         out = super().forward(x)
         if residual is None:
             return out
         return out + residual if torch.is_grad_enabled() else out.add_(residual)
+
+
+def _tracks_gradient(residual: Tensor | None) -> bool:
+    """Whether autograd must see ``residual``'s addition: the kernel's results carry no gradient."""
+    return residual is not None and torch.is_grad_enabled() and residual.requires_grad
 
 
 def is_plain_conv1x1(module: nn.Module) -> bool:

@@ -170,6 +170,14 @@ def test_gradients_flow_through_the_fallback():
     assert x.grad is not None and fast.weight.grad is not None
 
 
+def test_a_residual_that_needs_gradients_keeps_them():
+    """The kernel's result has no gradient: a residual autograd tracks is added by PyTorch, not written over."""
+    fast = FastConv1x1(32, 64).requires_grad_(False)
+    residual = torch.randn(1, 64, SIDE, SIDE, requires_grad=True)
+    fast(torch.randn(1, 32, SIDE, SIDE), residual).sum().backward()
+    assert torch.equal(residual.grad, torch.ones_like(residual))
+
+
 @pytest.mark.parametrize(
     "conv",
     [nn.Conv2d(16, 32, 1, stride=2), nn.Conv2d(16, 32, 1, padding=1), nn.Conv2d(16, 32, 1, groups=2), nn.Conv2d(16, 32, 3)],

@@ -309,6 +309,14 @@ def test_gradients_flow_through_the_fallback():
     assert x.grad is not None and module.weight.grad is not None
 
 
+def test_a_residual_that_needs_gradients_keeps_them():
+    """The kernel's result has no gradient: with a residual autograd tracks, PyTorch's convolution runs."""
+    module = conv_module().requires_grad_(False)
+    residual = torch.randn(1, 64, SIDE, SIDE, requires_grad=True)
+    module(torch.randn(1, 32, SIDE, SIDE), residual).sum().backward()
+    assert torch.equal(residual.grad, torch.ones_like(residual))
+
+
 def test_the_kernel_follows_weight_changes():
     """Replaced weights, loaded state and in-place changes are all seen: nothing derived from them is kept."""
     module = conv_module()
