@@ -270,6 +270,22 @@ SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first
         for (int p = 0; p < points; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
+/* acc[r] += rows[r][c0:c1] @ U[c0:c1][0:CO_BLOCK] for ROWS rows of `stride` floats: the micro-kernel. */
+SPECIALISED void multiply_rows(vec acc[ROWS][NV], const float *rows, const int64_t stride, const float *U, const int c0,
+                               const int c1) {
+    for (int ci = c0; ci < c1; ci++) {
+        vec u[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) u[v] = load(U + (int64_t)ci * CO_BLOCK + v * VEC);
+#pragma GCC unroll 6
+        for (int r = 0; r < ROWS; r++) {
+            const float s = rows[r * stride + ci];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] += s * u[v];
+        }
+    }
+}
+
 /* Mp[t][0:CO_BLOCK] = V[p][t][:] @ U[p][:][co:co+CO_BLOCK] for point p and the
  * block's tiles, ROWS tiles at a time held in registers. The input channels are taken
  * CHUNK at a time, so that the chunk's weights (CHUNK x CO_BLOCK floats, 16 KiB) stay in
@@ -287,18 +303,7 @@ static void multiply_point(const job_t *job, int p, const float *V, int co, floa
             vec acc[ROWS][NV];
             for (int r = 0; r < ROWS; r++)
                 for (int v = 0; v < NV; v++) acc[r][v] = c0 ? load(Mt + r * CO_BLOCK + v * VEC) : (vec){0};
-            const float *Vt = Vp + (int64_t)t0 * C;
-            for (int ci = c0; ci < c1; ci++) {
-                vec u[NV];
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) u[v] = load(Up + (int64_t)ci * CO_BLOCK + v * VEC);
-#pragma GCC unroll 6
-                for (int r = 0; r < ROWS; r++) {
-                    const float s = Vt[(int64_t)r * C + ci];
-#pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++) acc[r][v] += s * u[v];
-                }
-            }
+            multiply_rows(acc, Vp + (int64_t)t0 * C, C, Up, c0, c1);
             for (int r = 0; r < ROWS; r++)
                 for (int v = 0; v < NV; v++) store(Mt + r * CO_BLOCK + v * VEC, acc[r][v]);
         }
@@ -706,17 +711,7 @@ static void pointwise_step(const pointwise_job_t *job, const float *rows, const 
             acc[r][v] = job->bias ? load(job->bias + co + v * VEC) : (vec){0};
             if (residual) acc[r][v] += load(residual + at);
         }
-    for (int ci = c0; ci < c1; ci++) {
-        vec u[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) u[v] = load(U + (int64_t)ci * CO_BLOCK + v * VEC);
-#pragma GCC unroll 6
-        for (int r = 0; r < ROWS; r++) {
-            const float s = rows[(int64_t)r * C + ci];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[r][v] += s * u[v];
-        }
-    }
+    multiply_rows(acc, rows, C, U, c0, c1);
     for (int r = 0; r < ROWS; r++)
         for (int v = 0; v < NV; v++) store(out + (int64_t)r * K + co + v * VEC, acc[r][v]);
 }
