@@ -39,18 +39,56 @@ from .subpixel import upsample2x_conv3x3
 def is_plain_conv3x3(module: nn.Module) -> bool:
     """Whether ``module`` is exactly ``nn.Conv2d(in, out, 3, padding=1)`` (zero padding, no stride, dilation or
     groups): the one convolution the kernel computes. Subclasses may compute something else, so they are not."""
+    return _is_plain_conv(module, 3)
+
+
+def is_plain_conv1x1(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly ``nn.Conv2d(in, out, 1)`` (no stride, padding, dilation or groups)."""
+    return _is_plain_conv(module, 1)
+
+
+def _is_plain_conv(module: nn.Module, size: int) -> bool:
+    """``nn.Conv2d(in, out, size, padding=size // 2)`` itself, padded with zeros where it pads at all."""
+    padding = size // 2
     return (
         type(module) is nn.Conv2d
-        and module.kernel_size == (3, 3)
+        and module.kernel_size == (size, size)
         and module.stride == (1, 1)
-        and module.padding == (1, 1)
+        and module.padding == (padding, padding)
         and module.dilation == (1, 1)
         and module.groups == 1
-        and module.padding_mode == "zeros"
+        and (padding == 0 or module.padding_mode == "zeros")
     )
 
 
-class FastConv3x3(nn.Conv2d):
+class _KernelConv(nn.Conv2d):
+    """A plain ``size`` x ``size`` convolution whose forward runs on the compiled kernel where it applies."""
+
+    size: int
+
+    def __init__(self, in_channels: int, out_channels: int, *, use_winograd: bool = True) -> None:
+        super().__init__(in_channels, out_channels, self.size, padding=self.size // 2)
+        self.use_winograd = use_winograd
+
+    @classmethod
+    def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> _KernelConv:
+        """One holding ``conv``'s own parameters."""
+        if not _is_plain_conv(conv, cls.size):
+            raise ValueError(f"{conv} is not a plain {cls.size}x{cls.size} convolution")
+        with torch.device("meta"):
+            fast = cls(conv.in_channels, conv.out_channels, use_winograd=use_winograd)
+        fast.weight, fast.bias = conv.weight, conv.bias
+        return fast
+
+
+def _plus(out: Tensor, residual: Tensor | None) -> Tensor:
+    """``out + residual`` on PyTorch's path: in place where no gradient is recorded."""
+    if residual is None:
+        return out
+    return out + residual if torch.is_grad_enabled() else out.add_(residual)
+
+
+class FastConv3x3(_KernelConv):
     """``nn.Conv2d(in, out, 3, padding=1)`` that runs on the Winograd kernel where that is faster.
 
     ``forward(x, residual, norm=, upsample=)`` computes
@@ -58,19 +96,7 @@ class FastConv3x3(nn.Conv2d):
     ``use_winograd`` is set by ``accelerate``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, use_winograd: bool = True) -> None:
-        super().__init__(in_channels, out_channels, 3, padding=1)
-        self.use_winograd = use_winograd
-
-    @classmethod
-    def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> FastConv3x3:
-        """A FastConv3x3 holding ``conv``'s own parameters."""
-        if not is_plain_conv3x3(conv):
-            raise ValueError(f"{conv} is not a plain 3x3 convolution")
-        with torch.device("meta"):
-            fast = cls(conv.in_channels, conv.out_channels, use_winograd=use_winograd)
-        fast.weight, fast.bias = conv.weight, conv.bias
-        return fast
+    size = 3
 
     def forward(
         self,
@@ -88,10 +114,7 @@ class FastConv3x3(nn.Conv2d):
             )
         if norm is not None:
             x = F.silu(norm(x), inplace=not torch.is_grad_enabled())
-        out = upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x)
-        if residual is None:
-            return out
-        return out + residual if torch.is_grad_enabled() else out.add_(residual)
+        return _plus(upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x), residual)
 
     def forward_with_moments(self, x: Tensor, *, norm: nn.GroupNorm | None = None) -> tuple[Tensor, Tensor | None]:
         """``forward(x, norm=norm)`` and, where it ran on the kernel, its output's GroupNorm statistics (else None).
@@ -105,7 +128,7 @@ class FastConv3x3(nn.Conv2d):
         return winograd.conv3x3(x, self.weight, self.bias, norm=norm, output_moments=moments), moments
 
 
-class FastConv1x1(nn.Conv2d):
+class FastConv1x1(_KernelConv):
     """``nn.Conv2d(in, out, 1)`` that runs on the compiled kernel's products where it applies.
 
     ``forward(x, residual)`` computes ``conv(x) + residual``; on the kernel
@@ -113,44 +136,17 @@ class FastConv1x1(nn.Conv2d):
     ``use_winograd`` (the kernel switch, named as FastConv3x3's) is set by ``accelerate``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, use_winograd: bool = True) -> None:
-        super().__init__(in_channels, out_channels, 1)
-        self.use_winograd = use_winograd
-
-    @classmethod
-    def adopt(cls, conv: nn.Conv2d, *, use_winograd: bool) -> FastConv1x1:
-        """A FastConv1x1 holding ``conv``'s own parameters."""
-        if not is_plain_conv1x1(conv):
-            raise ValueError(f"{conv} is not a plain 1x1 convolution")
-        with torch.device("meta"):
-            fast = cls(conv.in_channels, conv.out_channels, use_winograd=use_winograd)
-        fast.weight, fast.bias = conv.weight, conv.bias
-        return fast
+    size = 1
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.use_winograd and pointwise.applies(x, self.weight) and not _tracks_gradient(residual):
             return pointwise.conv1x1(x, self.weight, self.bias, residual)
-        out = super().forward(x)
-        if residual is None:
-            return out
-        return out + residual if torch.is_grad_enabled() else out.add_(residual)
+        return _plus(super().forward(x), residual)
 
 
 def _tracks_gradient(residual: Tensor | None) -> bool:
     """Whether autograd must see ``residual``'s addition: the kernel's results carry no gradient."""
     return residual is not None and torch.is_grad_enabled() and residual.requires_grad
-
-
-def is_plain_conv1x1(module: nn.Module) -> bool:
-    """Whether ``module`` is exactly ``nn.Conv2d(in, out, 1)`` (no stride, padding, dilation or groups)."""
-    return (
-        type(module) is nn.Conv2d
-        and module.kernel_size == (1, 1)
-        and module.stride == (1, 1)
-        and module.padding == (0, 0)
-        and module.dilation == (1, 1)
-        and module.groups == 1
-    )
 
 
 class FastResnetBlock(nn.Module):
