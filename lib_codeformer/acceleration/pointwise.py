@@ -22,7 +22,6 @@ from torch import Tensor
 from ..compat import autocast_enabled
 from .buffers import pool
 from .kernel_build import Kernel, enabled_by_environment, kernel
-from .winograd import _shape
 
 # Below this many pixels per image PyTorch's product is as fast (small images, many channels).
 MIN_PIXELS = 64 * 64
@@ -64,24 +63,24 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Ten
 def run(loaded: Kernel, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None) -> Tensor:
     """``conv1x1`` on a given kernel (the self-test and the per-CPU-family tests use other builds)."""
     if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu" or x.numel() == 0:
-        raise ValueError(f"the input must be a non-empty 4-D float32 CPU tensor (got {_shape(x)})")
+        raise ValueError(f"the input must be a non-empty 4-D float32 CPU tensor (got {_describe(x)})")
     batch, in_channels, height, width = (int(size) for size in x.shape)
     block = loaded.out_channel_multiple
     if not (isinstance(weight, Tensor) and weight.dim() == 4 and tuple(weight.shape[1:]) == (in_channels, 1, 1)):
-        raise ValueError(f"weights {_shape(weight)} are not (out_channels, {in_channels}, 1, 1) filters for this input")
+        raise ValueError(f"weights {_describe(weight)} are not (out_channels, {in_channels}, 1, 1) filters for this input")
     out_channels = int(weight.shape[0])
     if out_channels == 0 or out_channels % block or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise ValueError(f"weights {_shape(weight)} must be float32 on the CPU, in blocks of {block} output channels")
+        raise ValueError(f"weights {_describe(weight)} must be float32 on the CPU, in blocks of {block} output channels")
     if max(in_channels, out_channels) > _MAX_CHANNELS:
         raise ValueError(f"weights {tuple(weight.shape)} are larger than the kernel handles")
     if bias is not None:
         if not isinstance(bias, Tensor) or tuple(bias.shape) != (out_channels,) or bias.device.type != "cpu":
-            raise ValueError(f"bias {_shape(bias)} does not fit {out_channels} output channels on the CPU")
+            raise ValueError(f"bias {_describe(bias)} does not fit {out_channels} output channels on the CPU")
         bias = bias.detach().float().contiguous()
     shape = (batch, out_channels, height, width)
     if residual is not None:
         if not isinstance(residual, Tensor) or tuple(residual.shape) != shape:
-            raise ValueError(f"residual {_shape(residual)} does not match the output {shape}")
+            raise ValueError(f"residual {_describe(residual)} does not match the output {shape}")
         if residual.dtype != torch.float32 or residual.device.type != "cpu":
             raise ValueError(f"residual must be float32 on the CPU (got {residual.dtype}, {residual.device})")
     x = x.contiguous(memory_format=torch.channels_last)
@@ -114,3 +113,6 @@ def run(loaded: Kernel, x: Tensor, weight: Tensor, bias: Tensor | None, residual
         raise MemoryError("the 1x1 convolution could not allocate its working buffers")
     return out.permute(0, 3, 1, 2)
 
+
+def _describe(value: object) -> object:
+    return tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
