@@ -7,10 +7,20 @@ the kernel's convolutions the multiply-adds its products stage does
 (Winograd F(m x m, 3 x 3): (m + 2)^2 products per tile per channel pair) per
 second against the machine's peak: cores x clock x FMA lanes per cycle (16 on
 AVX-512 and AVX2 cores with two 256-bit or one 512-bit FMA pipe; give
-``--fma-per-cycle`` and ``--ghz`` where they differ). The same figure is the
-"fraction of peak" column of ``bench_network.py``.
+``--fma-per-cycle`` where it differs). The clock is measured with every core
+busy (``clock_probe.py``; /proc/cpuinfo's nominal clock in a virtual machine
+is below the boost clock the cores run at), else /proc/cpuinfo's, else
+``--ghz``. The same figure is the "fraction of peak" column of
+``bench_network.py``.
 
-    python benchmarks/profile_network.py [--batch 1] [--repeats 3]
+``--model parsenet`` profiles the ParseNet mask of the like-for-like path
+instead (facexlib's network in its fast form, synthetic weights): where its
+time goes, and the rate of its PyTorch convolutions (the stride-2 ones,
+which stay direct) against the same peak. Both end with the floor the
+arithmetic sets: the kernel's products at the nominal peak plus the time
+outside the kernel.
+
+    python benchmarks/profile_network.py [--model codeformer] [--batch 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -32,9 +41,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clock_probe import measured_clock_ghz  # noqa: E402
+
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import winograd  # noqa: E402
-from lib_codeformer.acceleration.layers import FastConv1x1, FastConv3x3  # noqa: E402
+from lib_codeformer.acceleration.layers import FastConv1x1, FastConv3x3, FastResnetBlock  # noqa: E402
+from lib_codeformer.faces.parsenet_fast import FastParseBlock, FastParseConv, accelerate_parsenet  # noqa: E402
 from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
@@ -52,6 +64,17 @@ def clock_ghz() -> float | None:
 
 def peak_fma_per_second(ghz: float, fma_per_cycle: int, cores: int) -> float:
     return ghz * 1e9 * fma_per_cycle * cores
+
+
+def cores_clock(cores: int, given: float | None = None) -> tuple[float, str]:
+    """The clock the peak is figured from, in GHz, and where it came from."""
+    if given:
+        return given, "given"
+    measured = measured_clock_ghz(cores)
+    if measured:
+        return measured, f"measured with {cores} cores busy"
+    listed = clock_ghz()
+    return (listed, "/proc/cpuinfo") if listed else (3.0, "assumed")
 
 
 def tile_of(height: int, width: int, in_channels: int) -> int:
@@ -101,7 +124,8 @@ def kernel_rate(run: Callable[[], object]) -> tuple[float, float]:
 
 
 def kind_of(module: nn.Module, name: str) -> str:
-    if isinstance(module, FastConv3x3):
+    # A residual block's own work is its first convolution (``forward_with_moments``, not a module call).
+    if isinstance(module, (FastConv3x3, FastResnetBlock)):
         return "3x3 conv, fused (Winograd kernel where it applies)"
     if isinstance(module, FastConv1x1):
         return "1x1 conv + residual (kernel's products where it applies)"
@@ -109,14 +133,19 @@ def kind_of(module: nn.Module, name: str) -> str:
         return f"conv {module.kernel_size[0]}x{module.kernel_size[1]}, stride {module.stride[0]} (PyTorch)"
     if isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
         return type(module).__name__
+    if isinstance(module, (FastParseConv, FastParseBlock)):
+        return "ParseNet layers' reflection padding, upsampling, residual"
+    if isinstance(module, nn.LeakyReLU):
+        return "LeakyReLU"
     if "ft_layers" in name or isinstance(module, (nn.MultiheadAttention, nn.Linear)):
         return "transformer (attention, feed-forward)"
     return type(module).__name__
 
 
-def profile(model: nn.Module, x: torch.Tensor, repeats: int) -> tuple[dict[str, list[float]], float]:
-    """Exclusive seconds per kind over ``repeats`` passes (each a list), and the median pass time."""
-    times: dict[str, list[float]] = defaultdict(list)
+def profile(model: nn.Module, run: Callable[[], object], repeats: int) -> tuple[dict[str, float], float]:
+    """Exclusive seconds per kind in the median of ``repeats`` passes of ``run``, and that pass's time.
+
+    One pass's figures, not each kind's median over passes: so that they add up to its time."""
     stack: list[list[float]] = []
     handles = []
     kinds = {module: kind_of(module, name) for name, module in model.named_modules() if module is not model}
@@ -133,51 +162,106 @@ def profile(model: nn.Module, x: torch.Tensor, repeats: int) -> tuple[dict[str, 
 
     for module in kinds:
         handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    passes = []
+    passes: list[tuple[float, dict[str, float]]] = []
     try:
         for _ in range(repeats):
             current: dict[str, float] = {}
             started = time.perf_counter()
             with torch.inference_mode():
-                model(x, w=FIDELITY, adain=True)
-            passes.append(time.perf_counter() - started)
-            for kind, seconds in current.items():
-                times[kind].append(seconds)
+                run()
+            passes.append((time.perf_counter() - started, current))
     finally:
         for handle in handles:
             handle.remove()
-    return times, statistics.median(passes)
+    seconds, kinds_seconds = sorted(passes, key=lambda entry: entry[0])[len(passes) // 2]
+    return kinds_seconds, seconds
+
+
+def pytorch_conv_rates(model: nn.Module, run: Callable[[], object]) -> dict[str, list[float]]:
+    """Per shape of the convolutions PyTorch computes (not the kernel's): [seconds, multiply-adds, calls] of one run."""
+    by_shape: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    started: dict[nn.Module, float] = {}
+    handles = []
+
+    def before(module, inputs):
+        started[module] = time.perf_counter()
+
+    def after(module, inputs, output):
+        seconds = time.perf_counter() - started.pop(module)
+        kh, kw = module.kernel_size
+        macs = output.numel() * module.in_channels // module.groups * kh * kw
+        size = f"{output.shape[-2]}x{output.shape[-1]}"
+        shape = f"{module.in_channels}->{module.out_channels} {kh}x{kw} stride {module.stride[0]} @{size}"
+        entry = by_shape[shape]
+        entry[0] += seconds
+        entry[1] += macs
+        entry[2] += 1
+
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return by_shape
+
+
+def parsenet_model() -> nn.Module:
+    """facexlib's ParseNet (synthetic weights) in the fast form the parsing mask runs."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    from lib_codeformer.network.synthetic import random_weights_like
+
+    model = ParseNet(in_size=512, out_size=512, parsing_ch=19).eval()
+    model.load_state_dict(random_weights_like(model, 2))
+    return accelerate_parsenet(model.requires_grad_(False))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("codeformer", "parsenet"), default="codeformer")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ghz", type=float, default=None, help="the cores' clock (default: the highest /proc/cpuinfo lists)")
+    parser.add_argument("--ghz", type=float, default=None, help="the cores' clock (default: measured)")
     parser.add_argument("--fma-per-cycle", type=int, default=16, help="float32 FMA lanes per core and cycle (default 16)")
     args = parser.parse_args()
-    model = accelerate(load_codeformer(synthetic_state_dict(1234)))
     x = torch.rand(args.batch, 3, 512, 512) * 2 - 1
+    if args.model == "parsenet":
+        model = parsenet_model()
+
+        def run() -> object:
+            return model(x)
+    else:
+        model = accelerate(load_codeformer(synthetic_state_dict(1234)))
+
+        def run() -> object:
+            return model(x, w=FIDELITY, adain=True)
+
     with torch.inference_mode():
-        model(x, w=FIDELITY, adain=True)  # warm-up
-    ghz = args.ghz or clock_ghz() or 3.0
+        run()  # warm-up
     cores = torch.get_num_threads()
+    ghz, source = cores_clock(cores, args.ghz)
     peak = peak_fma_per_second(ghz, args.fma_per_cycle, cores)
     machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
-    print(f"CPU: {machine}, {cores} threads at {ghz:.2f} GHz, peak {peak / 1e9:.0f} G FMA/s ({args.fma_per_cycle} per cycle)")
-    times, per_pass = profile(model, x, args.repeats)
-    print(f"\none pass, batch {args.batch}: {per_pass * 1000:.0f} ms (median of {args.repeats}, with hooks)\n")
+    print(
+        f"CPU: {machine}, {cores} threads at {ghz:.2f} GHz ({source}), "
+        f"peak {peak / 1e9:.0f} G FMA/s ({args.fma_per_cycle} per cycle)"
+    )
+    times, per_pass = profile(model, run, args.repeats)
+    print(f"\n{args.model}, one pass, batch {args.batch}: {per_pass * 1000:.0f} ms (the median of {args.repeats}, with hooks)\n")
     print("| layer kind | ms per pass | share |")
     print("|---|---|---|")
     accounted = 0.0
-    for kind, seconds in sorted(times.items(), key=lambda item: -statistics.median(item[1])):
-        median = statistics.median(seconds)
-        accounted += median
-        print(f"| {kind} | {median * 1000:.1f} | {median / per_pass:.1%} |")
+    for kind, seconds in sorted(times.items(), key=lambda item: -item[1]):
+        accounted += seconds
+        print(f"| {kind} | {seconds * 1000:.1f} | {seconds / per_pass:.1%} |")
     print(f"| outside any module | {(per_pass - accounted) * 1000:.1f} | {(per_pass - accounted) / per_pass:.1%} |")
     record: list[tuple[float, int, int, str]] = []
     with counting_kernel(record), torch.inference_mode():
-        model(x, w=FIDELITY, adain=True)
+        run()
     by_shape: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     for seconds, products, direct, shape in record:
         entry = by_shape[shape]
@@ -193,8 +277,23 @@ def main() -> None:
         print(f"| {shape} | {calls:.0f} | {figures} |")
     seconds = sum(entry[0] for entry in record)
     products = sum(entry[1] for entry in record)
-    rate = products / seconds
+    rate = products / seconds if seconds else 0.0
     print(f"\nkernel: {seconds * 1000:.0f} ms of the pass, {rate / 1e9:.0f} G products/s = {rate / peak:.2f} of peak")
+    convs = pytorch_conv_rates(model, run)
+    if convs:
+        print("\n| PyTorch convolution | calls | ms | G MAC | G MAC/s | fraction of peak |")
+        print("|---|---|---|---|---|---|")
+        for shape, (conv_seconds, macs, calls) in sorted(convs.items(), key=lambda item: -item[1][0]):
+            print(
+                f"| {shape} | {calls:.0f} | {conv_seconds * 1000:.1f} | {macs / 1e9:.2f} "
+                f"| {macs / conv_seconds / 1e9:.0f} | {macs / conv_seconds / peak:.2f} |"
+            )
+    outside = per_pass - seconds
+    print(
+        f"\nfloor: the kernel's {products / 1e9:.1f} G products at the nominal peak take {products / peak * 1000:.0f} ms; "
+        f"with the {outside * 1000:.0f} ms outside the kernel as they are, a pass cannot go below "
+        f"{(products / peak + outside) * 1000:.0f} ms (now {per_pass * 1000:.0f})"
+    )
 
 
 if __name__ == "__main__":

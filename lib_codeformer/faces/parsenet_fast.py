@@ -40,7 +40,6 @@ class FastParseConv(nn.Module):
         weight, bias = _folded(layer, conv)
         self.upsample = _upsamples(layer)
         self.padding = tuple(layer.reflection_pad.padding) if layer.use_pad else (0, 0, 0, 0)
-        self.stride = conv.stride
         plain_3x3 = conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.groups == 1 and self.padding == (1,) * 4
         with torch.device("meta"):  # the parameters are the folded ones, set below
             if plain_3x3:
@@ -66,10 +65,12 @@ class FastParseConv(nn.Module):
     def convolve(self, padded: Tensor, residual: Tensor | None = None) -> Tensor:
         """The rest of the layer, from ``prepare``'s result; ``residual`` is added to the result."""
         conv = self.conv
-        if isinstance(conv, FastConv3x3) and conv.use_winograd and winograd.applies(padded, conv.weight):
+        if not isinstance(conv, FastConv3x3):
+            out = conv(padded)  # unpadded, strided or not 3x3: PyTorch's convolution (as a module, seen by profilers)
+        elif conv.use_winograd and winograd.applies(padded, conv.weight):
             out = conv(padded)[:, :, 1:-1, 1:-1]  # the zero-padded convolution's interior: the unpadded one
         else:
-            out = F.conv2d(padded, conv.weight, conv.bias, self.stride)
+            out = F.conv2d(padded, conv.weight, conv.bias)
         if self.activation is not None:
             out = self.activation(out)
         if residual is None:
