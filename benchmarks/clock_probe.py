@@ -85,4 +85,5 @@ def measured_clock_ghz(threads: int, seconds: float = 0.3) -> float | None:
 if __name__ == "__main__":
     import torch
 
-    print(f"{measured_clock_ghz(torch.get_num_threads()):.2f} GHz")
+    ghz = measured_clock_ghz(torch.get_num_threads())
+    print("the clock cannot be measured here (x86-64 with a C compiler only)" if ghz is None else f"{ghz:.2f} GHz")
