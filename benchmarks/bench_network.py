@@ -176,17 +176,17 @@ def bench(args: argparse.Namespace) -> None:
         print(f"Winograd kernel: {winograd.kernel().vector_floats}-float vectors")
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
+    peak = None
+    if device.type == "cpu":
+        ghz, source = cores_clock(torch.get_num_threads())
+        peak = peak_fma_per_second(ghz, 16, torch.get_num_threads())
+        print(f"peak: {peak / 1e9:.0f} G FMA/s at {ghz:.2f} GHz ({source})")
     print(
         "\n| mode | batch | ours ms/face, consecutive faces | ours ms/face, first after idle | reference ms/face "
         "| ours/reference, consecutive | ours/reference, first after idle | kernel products, fraction of peak "
         "| meets golden tolerances |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    peak = None
-    if device.type == "cpu":
-        ghz, source = cores_clock(torch.get_num_threads())
-        peak = peak_fma_per_second(ghz, 16, torch.get_num_threads())
-        print(f"peak: {peak / 1e9:.0f} G FMA/s at {ghz:.2f} GHz ({source})")
     for name, dtype, fast, kernel in modes:
         kernel_build._loaded["kernel"] = kernel
         accelerate(ours, winograd_kernel=fast)

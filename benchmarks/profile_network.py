@@ -290,7 +290,7 @@ def main() -> None:
             )
     outside = per_pass - seconds
     print(
-        f"\nfloor: the kernel's {products / 1e9:.1f} G products at the nominal peak take {products / peak * 1000:.0f} ms; "
+        f"\nfloor: the kernel's {products / 1e9:.1f} G products at the peak take {products / peak * 1000:.0f} ms; "
         f"with the {outside * 1000:.0f} ms outside the kernel as they are, a pass cannot go below "
         f"{(products / peak + outside) * 1000:.0f} ms (now {per_pass * 1000:.0f})"
     )
