@@ -101,6 +101,29 @@ def available() -> bool:
     return enabled_by_environment() and kernel() is not None
 
 
+def kernel_for(x: object, weight: object, size: int) -> Kernel | None:
+    """The kernel where ``conv2d(x, weight)`` with ``size`` x ``size`` filters may run on it as far as the tensors
+    go: 4-d float32 CPU tensors whose channels match, no autocast, no autograd to record; None where not.
+
+    Shared by the 3x3 and 1x1 layers' ``applies``; each adds the sizes that pay for its own form.
+    """
+    import torch
+
+    from ..compat import autocast_enabled
+
+    if not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)) or x.dim() != 4 or weight.dim() != 4:
+        return None
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        return None
+    if weight.shape[2:] != (size, size) or weight.shape[1] != x.shape[1]:
+        return None
+    if autocast_enabled("cpu"):  # a bf16 run stays bf16 throughout, as PyTorch's convolutions make it
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return None
+    return kernel() if enabled_by_environment() else None
+
+
 _lock = threading.Lock()
 _loaded: dict[str, Kernel | None] = {}
 # Building, vetting and loading.

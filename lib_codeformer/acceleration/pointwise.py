@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..compat import autocast_enabled
 from .buffers import pool
-from .kernel_build import Kernel, enabled_by_environment, kernel
+from .kernel_build import Kernel, kernel, kernel_for
 
 # Below this many pixels per image PyTorch's product is as fast (small images, many channels).
 MIN_PIXELS = 64 * 64
@@ -31,18 +30,10 @@ _MAX_CHANNELS = 1 << 15
 
 def applies(x: Tensor, weight: Tensor) -> bool:
     """Whether ``conv2d(x, weight)`` (1x1 filters) may run on the kernel: CPU float32, sizes that pay, no autograd."""
-    if not (isinstance(x, Tensor) and isinstance(weight, Tensor)) or x.dim() != 4 or weight.dim() != 4:
+    loaded = kernel_for(x, weight, 1)
+    if loaded is None or x.shape[-2] * x.shape[-1] < MIN_PIXELS:
         return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        return False
-    if weight.shape[2:] != (1, 1) or weight.shape[1] != x.shape[1] or autocast_enabled("cpu"):
-        return False
-    if x.shape[-2] * x.shape[-1] < MIN_PIXELS or x.shape[1] > _MAX_CHANNELS or weight.shape[0] > _MAX_CHANNELS:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    loaded = kernel() if enabled_by_environment() else None
-    return loaded is not None and weight.shape[0] % loaded.out_channel_multiple == 0
+    return x.shape[1] <= _MAX_CHANNELS and weight.shape[0] <= _MAX_CHANNELS and weight.shape[0] % loaded.out_channel_multiple == 0
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:

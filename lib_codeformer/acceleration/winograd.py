@@ -23,9 +23,8 @@ import ctypes
 import torch
 from torch import Tensor, nn
 
-from ..compat import autocast_enabled
 from .buffers import pool
-from .kernel_build import SOURCE, Kernel, available, enabled_by_environment, kernel
+from .kernel_build import SOURCE, Kernel, available, enabled_by_environment, kernel, kernel_for
 
 __all__ = [
     "SOURCE",
@@ -70,18 +69,10 @@ _MAX_SIDE = 1 << 15
 
 def applies(x: Tensor, weight: Tensor, *, upsample: bool = False) -> bool:
     """Whether ``conv2d(x, weight, padding=1)`` may run on the kernel: CPU float32 with sizes that pay, no autograd."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.device.type != "cpu":
+    loaded = kernel_for(x, weight, 3)
+    if loaded is None or x.shape[-2] * x.shape[-1] * (4 if upsample else 1) < MIN_PIXELS:
         return False
-    if x.dim() != 4 or weight.dim() != 4 or weight.shape[2:] != (3, 3) or weight.shape[1] != x.shape[1]:
-        return False
-    if autocast_enabled("cpu"):  # a bf16 run stays bf16 throughout, as PyTorch's convolutions make it
-        return False
-    if x.shape[-2] * x.shape[-1] * (4 if upsample else 1) < MIN_PIXELS:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    loaded = kernel() if enabled_by_environment() else None
-    return loaded is not None and x.shape[1] % CHANNEL_MULTIPLE == 0 and weight.shape[0] % loaded.out_channel_multiple == 0
+    return x.shape[1] % CHANNEL_MULTIPLE == 0 and weight.shape[0] % loaded.out_channel_multiple == 0
 
 
 def transform_weight(weight: Tensor, loaded: Kernel | None = None, tile: int = 4) -> Tensor:
