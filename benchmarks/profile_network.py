@@ -7,17 +7,17 @@ the kernel's convolutions the multiply-adds its products stage does
 (Winograd F(m x m, 3 x 3): (m + 2)^2 products per tile per channel pair) per
 second against the machine's peak: cores x clock x FMA lanes per cycle (16 on
 AVX-512 and AVX2 cores with two 256-bit or one 512-bit FMA pipe; give
-``--fma-per-cycle`` where it differs). The clock is measured with every core
-busy (``clock_probe.py``; /proc/cpuinfo's nominal clock in a virtual machine
-is below the boost clock the cores run at), else /proc/cpuinfo's, else
-``--ghz``. The same figure is the "fraction of peak" column of
-``bench_network.py``.
+``--fma-per-cycle`` where it differs). The clock is ``--ghz`` where given,
+else measured with every core busy (``clock_probe.py``; /proc/cpuinfo's
+nominal clock in a virtual machine is below the boost clock the cores run
+at), else /proc/cpuinfo's. The same figure is the "fraction of peak" column
+of ``bench_network.py``.
 
 ``--model parsenet`` profiles the ParseNet mask of the like-for-like path
 instead (facexlib's network in its fast form, synthetic weights): where its
 time goes, and the rate of its PyTorch convolutions (the stride-2 ones,
 which stay direct) against the same peak. Both end with the floor the
-arithmetic sets: the kernel's products at the nominal peak plus the time
+arithmetic sets: the kernel's products at that peak plus the time
 outside the kernel.
 
     python benchmarks/profile_network.py [--model codeformer] [--batch 1] [--repeats 3]
