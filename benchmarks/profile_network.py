@@ -41,7 +41,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clock_probe import measured_clock_ghz  # noqa: E402
+from clock_probe import listed_clock_ghz, measured_clock_ghz  # noqa: E402
 
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import winograd  # noqa: E402
@@ -51,15 +51,6 @@ from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
 FIDELITY = 0.5
-
-
-def clock_ghz() -> float | None:
-    """The highest clock /proc/cpuinfo reports (the boost clock where it is listed), in GHz."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    speeds = [float(line.split(":")[1]) for line in cpuinfo.read_text().splitlines() if line.startswith("cpu MHz")]
-    return max(speeds) / 1000 if speeds else None
 
 
 def peak_fma_per_second(ghz: float, fma_per_cycle: int, cores: int) -> float:
@@ -73,7 +64,7 @@ def cores_clock(cores: int, given: float | None = None) -> tuple[float, str]:
     measured = measured_clock_ghz(cores)
     if measured:
         return measured, f"measured with {cores} cores busy"
-    listed = clock_ghz()
+    listed = listed_clock_ghz()
     return (listed, "/proc/cpuinfo") if listed else (3.0, "assumed")
 
 
