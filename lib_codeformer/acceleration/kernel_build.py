@@ -54,8 +54,11 @@ class Kernel:
         pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         self.conv = library.winograd_conv3x3
         self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
-        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, pointer, integer]
+        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, pointer, integer, pointer]
         self.conv.restype = integer
+        self.workspace_floats = library.winograd_workspace_floats
+        self.workspace_floats.argtypes = [integer] * 8
+        self.workspace_floats.restype = int64
         self.moments = library.channel_moments
         self.moments.argtypes = [pointer, integer, int64, integer, pointer, integer]
         self.moments.restype = integer

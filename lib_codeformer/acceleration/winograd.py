@@ -82,9 +82,10 @@ def transform_weight(weight: Tensor, loaded: Kernel | None = None, tile: int = 4
     Returns float32 ((tile + 2)^2, out_channels / block, in_channels, block):
     each point's weights in blocks of ``block`` output channels (the kernel's
     ``out_channel_multiple``), contiguous as its micro-kernel reads them.
-    ``conv3x3`` makes it on every call (about 1 % of the convolution's time)
-    instead of keeping it: it is 4x (tile 4) or 7.1x (tile 6) the size of
-    the weights.
+    ``conv3x3`` makes it on every call instead of keeping it: it is 4x (tile
+    4) or 7.1x (tile 6) the size of the weights, and costs 1-2 % of the
+    convolution's time at 256-512 px, 10-30 % at 64-32 px with 256 channels
+    (one thread, AVX2 Zen 3).
     """
     if tile not in TILES:
         raise ValueError(f"tile must be one of {TILES} (got {tile!r})")
@@ -207,6 +208,11 @@ def run(
     transformed = transform_weight(weight, loaded, tile)
     scale, shift = _norm_affine(loaded, x, norm, input_moments) if norm is not None else (None, None)
     out = pool.empty((batch, height, width, out_channels))
+    threads = max(1, torch.get_num_threads())
+    # Recycled like the output: fresh megabytes from the system would page-fault on every call.
+    workspace = pool.empty(
+        (loaded.workspace_floats(batch, height, width, in_channels, out_channels, tile, int(shared), threads),)
+    )
     status = loaded.conv(
         x.data_ptr(),
         batch,
@@ -224,7 +230,8 @@ def run(
         tile,
         int(shared),
         _pointer(output_moments),
-        max(1, torch.get_num_threads()),
+        threads,
+        workspace.data_ptr(),
     )
     if status != 0:
         raise MemoryError("the Winograd convolution could not allocate its working buffers")

@@ -189,8 +189,21 @@ typedef struct {
     int64_t total_tiles;
     int block_tiles; /* tiles per block, multiple of ROWS */
     int64_t first_block, end_block;
-    moments_t *moments; /* this thread's output statistics, or NULL */
+    float *V, *M, *strip; /* this thread's working buffers (blocks schedule) */
+    moments_t *moments;   /* this thread's output statistics, or NULL */
 } job_t;
+
+/* Floats from one point's transformed input to the next in V: the block's tiles x C, plus a cache
+ * line where that is an even number of lines. Why: the input transform writes each tile's
+ * (tile + 2)^2 points at once, one line per point; at a stride of 48 lines (3 KiB: 12 tiles of 64
+ * channels or 6 of 128) those lines fall into 4 of the L1 cache's 64 sets, 16 lines for 8 ways,
+ * and evict one another. An odd number of lines puts every point in a set of its own: 5-12 %
+ * faster at 64-256 channels on AVX2 Zen 3, one thread. */
+#define LINE_FLOATS 16
+static inline int64_t point_stride(const job_t *job) {
+    const int64_t floats = (int64_t)job->block_tiles * job->in_channels, lines = (floats + LINE_FLOATS - 1) / LINE_FLOATS;
+    return (lines | 1) * LINE_FLOATS;
+}
 
 /* The tile + 2 input rows under one row of tiles, columns first_x - 1 .. first_x + tile * count,
  * as the convolution sees them: upsampled, normalised and activated, zero outside. */
@@ -224,11 +237,11 @@ SPECIALISED void fill_strip(const job_t *job, const int tile, int n, int first_y
     }
 }
 
-/* B^T d B for the tiles of one strip, into V[points][block_tiles][C] at slots first_slot.. */
+/* B^T d B for the tiles of one strip, into V[points][block_tiles][C] (points point_stride apart) at slots first_slot.. */
 SPECIALISED void transform_strip(const job_t *job, const int tile, const float *strip, int count, int first_slot, float *V) {
     const int C = job->in_channels, alpha = tile + 2;
     const int64_t columns = tile * count + 2;
-    const int64_t stride_point = (int64_t)job->block_tiles * C;
+    const int64_t stride_point = point_stride(job);
     for (int k = 0; k < count; k++) {
         float *dst = V + (int64_t)(first_slot + k) * C;
         const float *source = strip + (int64_t)tile * k * C;
@@ -254,7 +267,7 @@ SPECIALISED void transform_strip(const job_t *job, const int tile, const float *
  * rows of tiles and images); slots past the last tile are zero. */
 SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first_tile, int slot, const int end, float *strip,
                                  float *V) {
-    const int T = job->block_tiles, per_image = job->tiles_y * job->tiles_x, points = (tile + 2) * (tile + 2);
+    const int per_image = job->tiles_y * job->tiles_x, points = (tile + 2) * (tile + 2);
     while (slot < end && first_tile + slot < job->total_tiles) {
         const int64_t index = first_tile + slot;
         const int n = (int)(index / per_image), rest = (int)(index % per_image);
@@ -267,7 +280,7 @@ SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first
         slot += count;
     }
     for (; slot < end; slot++)
-        for (int p = 0; p < points; p++) memset(V + ((int64_t)p * T + slot) * job->in_channels, 0, sizeof(float) * job->in_channels);
+        for (int p = 0; p < points; p++) memset(V + p * point_stride(job) + (int64_t)slot * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
 /* acc[r] += rows[r][c0:c1] @ U[c0:c1][0:CO_BLOCK] for ROWS rows of `stride` floats: the micro-kernel. */
@@ -294,7 +307,7 @@ SPECIALISED void multiply_rows(vec acc[ROWS][NV], const float *rows, const int64
 #define CHUNK (16384 / (CO_BLOCK * (int)sizeof(float)))
 static void multiply_point(const job_t *job, int p, const float *V, int co, float *Mp) {
     const int C = job->in_channels, K = job->out_channels, T = job->block_tiles;
-    const float *Vp = V + (int64_t)p * T * C;
+    const float *Vp = V + p * point_stride(job);
     const float *Up = job->weights + (int64_t)p * C * K + (int64_t)co * C;
     for (int c0 = 0; c0 < C; c0 += CHUNK) {
         const int c1 = c0 + CHUNK < C ? c0 + CHUNK : C;
@@ -368,13 +381,10 @@ SPECIALISED void output_transform(const job_t *job, const int tile, int64_t firs
 }
 
 SPECIALISED void *run_blocks_of(const job_t *job, const int tile) {
-    const int T = job->block_tiles, alpha = tile + 2, points = alpha * alpha;
+    const int T = job->block_tiles, points = (tile + 2) * (tile + 2);
     const int64_t per_co_block = (int64_t)points * T * CO_BLOCK;
-    float *V = malloc(sizeof(float) * points * T * job->in_channels);
-    float *M = malloc(sizeof(float) * points * T * job->out_channels);
-    float *strip = malloc(sizeof(float) * alpha * (tile * T + 2) * job->in_channels);
-    const int ok = V && M && strip;
-    for (int64_t block = job->first_block; ok && block < job->end_block; block++) {
+    float *V = job->V, *M = job->M, *strip = job->strip;
+    for (int64_t block = job->first_block; block < job->end_block; block++) {
         const int64_t first_tile = block * T;
         transform_block(job, tile, first_tile, 0, T, strip, V);
         /* Point by point, all output channels: the point's transformed input (T x C floats) stays in
@@ -387,10 +397,7 @@ SPECIALISED void *run_blocks_of(const job_t *job, const int tile) {
         for (int co = 0; co < job->out_channels; co += CO_BLOCK)
             output_transform(job, tile, first_tile, 0, T, co, M + (co / CO_BLOCK) * per_co_block, job->moments);
     }
-    free(V);
-    free(M);
-    free(strip);
-    return ok ? NULL : (void *)1;
+    return NULL;
 }
 
 static void *run_blocks(void *arg) {
@@ -502,19 +509,10 @@ static void *run_stage(void *arg) {
     return NULL;
 }
 
-static int run_shared(job_t *job, moments_t *moments, int threads) {
-    const int tile = job->tile, alpha = tile + 2, points = alpha * alpha, C = job->in_channels;
-    /* Groups of about equal size, so that the last is not mostly empty slots (each costs its products). */
-    const int64_t most = (SHARED_POINT_KIB * 1024) / (C * (int64_t)sizeof(float));
-    const int64_t groups = (job->total_tiles + most - 1) / most;
-    const int64_t per_group = (job->total_tiles + groups - 1) / groups;
-    const int T = (int)((per_group + ROWS - 1) / ROWS * ROWS);
-    job->block_tiles = T;
-    const int64_t strip_floats = (int64_t)alpha * (tile * T + 2) * C;
-    float *V = malloc(sizeof(float) * points * T * C);
-    float *M = malloc(sizeof(float) * points * T * job->out_channels);
-    float *strips = malloc(sizeof(float) * strip_floats * threads);
-    int failed = !(V && M && strips);
+static int run_shared(const job_t *job, float *V, float *M, float *strips, int64_t strip_floats, moments_t *moments,
+                      int threads) {
+    const int T = job->block_tiles, points = (job->tile + 2) * (job->tile + 2);
+    int failed = 0;
     stage_t shares[MAX_THREADS];
     for (int64_t first_tile = 0; !failed && first_tile < job->total_tiles; first_tile += T) {
         for (int stage = 0; stage < 3 && !failed; stage++) {
@@ -525,9 +523,6 @@ static int run_shared(job_t *job, moments_t *moments, int threads) {
             failed |= run_parallel(run_stage, shares, sizeof(stage_t), threads);
         }
     }
-    free(V);
-    free(M);
-    free(strips);
     return failed;
 }
 
@@ -553,31 +548,82 @@ static void combine_moments(const moments_t *parts, int threads, int64_t channel
     }
 }
 
+/* How a layer's tiles are split between the threads and the working memory that takes, in floats;
+ * shared by winograd_workspace_floats (the caller's allocation) and winograd_conv3x3 (which carves it
+ * up). Each part starts on a cache line. */
+typedef struct {
+    int threads, block_tiles;
+    int64_t blocks;                         /* per-thread schedule: blocks of block_tiles tiles */
+    int64_t v_floats, m_floats, strip_floats; /* V and M: per thread, or the group's (shared); strip: per thread */
+    int64_t floats;                         /* all of it, plus a line to align its start */
+} plan_t;
+
+static int64_t whole_lines(int64_t floats) { return (floats + LINE_FLOATS - 1) / LINE_FLOATS * LINE_FLOATS; }
+
+static plan_t plan_layer(job_t *job, int shared, int threads) {
+    const int tile = job->tile, alpha = tile + 2, points = alpha * alpha, C = job->in_channels, K = job->out_channels;
+    plan_t plan = {0};
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    if (shared) {
+        /* Groups of about equal size, so that the last is not mostly empty slots (each costs its products). */
+        const int64_t most = (SHARED_POINT_KIB * 1024) / (C * (int64_t)sizeof(float));
+        const int64_t groups = (job->total_tiles + most - 1) / most;
+        const int64_t per_group = (job->total_tiles + groups - 1) / groups;
+        job->block_tiles = (int)((per_group + ROWS - 1) / ROWS * ROWS);
+    } else {
+        const int block_tiles = (BLOCK_KIB * 1024) / (points * (C + K) * (int)sizeof(float));
+        job->block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
+        plan.blocks = (job->total_tiles + job->block_tiles - 1) / job->block_tiles;
+        if (threads > plan.blocks) threads = (int)plan.blocks;
+    }
+    plan.threads = threads;
+    plan.block_tiles = job->block_tiles;
+    plan.v_floats = whole_lines(points * point_stride(job));
+    plan.m_floats = whole_lines((int64_t)points * job->block_tiles * K);
+    plan.strip_floats = whole_lines((int64_t)alpha * (tile * job->block_tiles + 2) * C);
+    const int64_t per_thread = plan.strip_floats + (shared ? 0 : plan.v_floats + plan.m_floats);
+    plan.floats = (shared ? plan.v_floats + plan.m_floats : 0) + threads * per_thread + LINE_FLOATS;
+    return plan;
+}
+
+static job_t layer_job(int batch, int height, int width, int in_channels, int out_channels, int tile) {
+    job_t job = {.batch = batch, .height = height, .width = width, .in_channels = in_channels, .out_channels = out_channels,
+                 .tile = tile == 6 ? 6 : 4};
+    job.tiles_y = (height + job.tile - 1) / job.tile;
+    job.tiles_x = (width + job.tile - 1) / job.tile;
+    job.total_tiles = (int64_t)batch * job.tiles_y * job.tiles_x;
+    return job;
+}
+
+/* The floats of working memory winograd_conv3x3 takes for this layer (its workspace argument). Why the
+ * caller provides it: the buffers are megabytes (2.4-9.6 MB for the shared schedule at 256 channels),
+ * which malloc maps fresh from the system and unmaps again on every call, so that each call took
+ * 1,200-2,500 page faults (about 4 us each in a virtual machine): about 30 % of a 256-channel layer's
+ * time at 32-64 px. The caller's recycled buffers take none. */
+int64_t winograd_workspace_floats(int batch, int height, int width, int in_channels, int out_channels, int tile, int shared,
+                                  int threads) {
+    job_t job = layer_job(batch, height, width, in_channels, out_channels, tile);
+    return plan_layer(&job, shared, threads).floats;
+}
+
 /* output = conv3x3(produce(input)) + bias (+ residual) in tiles of tile x tile (4 or 6)
  * outputs, from weights transformed for that tile; shared: the shared schedule (above), else
  * each thread its own blocks; moments, where not NULL, receives
  * the output's per-image, per-channel statistics in channel_moments' layout, for the GroupNorm
  * that reads it next. height and width are the convolution's (after upsampling: the input is
- * height/2 x width/2 when upsample is 1). Returns 0 on success, nonzero if the working buffers
- * could not be allocated (the caller then falls back to a direct convolution). */
+ * height/2 x width/2 when upsample is 1). workspace: winograd_workspace_floats(...) floats for the
+ * same arguments. Returns 0 on success, nonzero if the statistics' memory could not be allocated. */
 int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
                      const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
                      const float *bias, const float *residual, float *output, int tile, int shared, double *moments,
-                     int threads) {
-    tile = tile == 6 ? 6 : 4;
-    job_t base = {
-        .input = input, .norm_scale = norm_scale, .norm_shift = norm_shift, .weights = weights, .bias = bias,
-        .residual = residual, .output = output, .batch = batch, .height = height, .width = width,
-        .in_channels = in_channels, .out_channels = out_channels, .upsample = upsample ? 1 : 0, .tile = tile,
-        .tiles_y = (height + tile - 1) / tile, .tiles_x = (width + tile - 1) / tile,
-    };
-    base.total_tiles = (int64_t)batch * base.tiles_y * base.tiles_x;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads < 1) threads = 1;
-    int block_tiles = (BLOCK_KIB * 1024) / ((tile + 2) * (tile + 2) * (in_channels + out_channels) * (int)sizeof(float));
-    block_tiles = block_tiles < ROWS ? ROWS : block_tiles - block_tiles % ROWS;
-    const int64_t blocks = (base.total_tiles + block_tiles - 1) / block_tiles;
-    if (!shared && threads > blocks) threads = (int)blocks;
+                     int threads, float *workspace) {
+    job_t base = layer_job(batch, height, width, in_channels, out_channels, tile);
+    base.input = input, base.norm_scale = norm_scale, base.norm_shift = norm_shift, base.weights = weights;
+    base.bias = bias, base.residual = residual, base.output = output, base.upsample = upsample ? 1 : 0;
+    const plan_t plan = plan_layer(&base, shared, threads);
+    threads = plan.threads;
+    float *next = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     /* Each thread's statistics: sums and squares (double), count and shift per image and channel
      * (out_channels is a multiple of 16, so every thread's part stays 8-byte aligned). */
     const int64_t channels = (int64_t)batch * out_channels;
@@ -586,22 +632,26 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
     char *statistics = moments ? calloc((size_t)threads * channels, per_channel) : NULL;
     if (moments && !statistics) return 1;
     for (int i = 0; moments && i < threads; i++) {
-        char *own = statistics + (size_t)i * channels * per_channel;
-        parts[i].sums = (double *)own;
+        char *part = statistics + (size_t)i * channels * per_channel;
+        parts[i].sums = (double *)part;
         parts[i].squares = parts[i].sums + channels;
         parts[i].count = (int64_t *)(parts[i].squares + channels);
         parts[i].shift = (float *)(parts[i].count + channels);
     }
     int failed;
     if (shared) {
-        failed = run_shared(&base, moments ? parts : NULL, threads);
+        float *V = next, *M = V + plan.v_floats, *strips = M + plan.m_floats;
+        failed = run_shared(&base, V, M, strips, plan.strip_floats, moments ? parts : NULL, threads);
     } else {
-        base.block_tiles = block_tiles;
         job_t jobs[MAX_THREADS];
         for (int i = 0; i < threads; i++) {
             jobs[i] = base;
-            jobs[i].first_block = blocks * i / threads;
-            jobs[i].end_block = blocks * (i + 1) / threads;
+            jobs[i].first_block = plan.blocks * i / threads;
+            jobs[i].end_block = plan.blocks * (i + 1) / threads;
+            jobs[i].V = next;
+            jobs[i].M = jobs[i].V + plan.v_floats;
+            jobs[i].strip = jobs[i].M + plan.m_floats;
+            next = jobs[i].strip + plan.strip_floats;
             jobs[i].moments = moments ? parts + i : NULL;
         }
         failed = run_parallel(run_blocks, jobs, sizeof(job_t), threads);
@@ -659,8 +709,9 @@ static void *run_transform(void *arg) {
 
 /* U = G g G^T for every filter, in float32, for tiles of tile x tile (4 or 6) outputs, laid out
  * for winograd_conv3x3: U[(tile + 2)^2][out_channels / CO_BLOCK][in_channels][CO_BLOCK]. Made on
- * each call rather than kept: it costs about 1 % of the convolution, and keeping it would take
- * 4x (7.1x) the weights' memory. */
+ * each call rather than kept: keeping it would take 4x (7.1x) the weights' memory, and it costs
+ * 1-2 % of the convolution at 256-512 px (10-30 % at 64-32 px with 256 channels, mostly the
+ * writes of U to memory). */
 int winograd_transform_weights(const float *weights, int out_channels, int in_channels, int64_t stride_out,
                                int64_t stride_in, int64_t stride_y, int64_t stride_x, float *transformed, int tile,
                                int threads) {
