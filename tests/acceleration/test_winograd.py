@@ -225,7 +225,7 @@ def test_the_workspace_the_kernel_asks_for_is_enough(batch, channels, height, wi
 @pytest.mark.skipif(sys.platform != "linux", reason="minor page faults are counted on Linux")
 def test_repeated_layers_take_no_fresh_memory_from_the_system():
     """The working buffers come from the recycled pool: a 256-channel layer at 64 px (shared schedule) took
-    about 2,400 page faults per call from malloc's fresh mappings (a third of its time in a VM); now none."""
+    about 2,400 page faults per call from malloc's fresh mappings (about 30 % of its time in a VM); now none."""
     import resource
 
     x = torch.randn(1, 256, 64, 64).contiguous(memory_format=torch.channels_last)

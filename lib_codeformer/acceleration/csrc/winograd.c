@@ -598,9 +598,9 @@ static job_t layer_job(int batch, int height, int width, int in_channels, int ou
 
 /* The floats of working memory winograd_conv3x3 takes for this layer (its workspace argument). Why the
  * caller provides it: the buffers are megabytes (2.4-9.6 MB for the shared schedule at 256 channels),
- * which malloc maps fresh from the system and unmaps again on every call, so that each call took
- * 1,200-2,500 page faults (about 4 us each in a virtual machine): about 30 % of a 256-channel layer's
- * time at 32-64 px. The caller's recycled buffers take none. */
+ * which malloc may map fresh from the system and unmap again on every call: a 256-channel layer at
+ * 32-64 px called over and over took 1,200-2,500 page faults per call (about 4 us each in a virtual
+ * machine), about 30 % of its time. The caller's recycled buffers take none, whatever malloc does. */
 int64_t winograd_workspace_floats(int batch, int height, int width, int in_channels, int out_channels, int tile, int shared,
                                   int threads) {
     job_t job = layer_job(batch, height, width, in_channels, out_channels, tile);
