@@ -280,7 +280,8 @@ SPECIALISED void transform_block(const job_t *job, const int tile, int64_t first
         slot += count;
     }
     for (; slot < end; slot++)
-        for (int p = 0; p < points; p++) memset(V + p * point_stride(job) + (int64_t)slot * job->in_channels, 0, sizeof(float) * job->in_channels);
+        for (int p = 0; p < points; p++)
+            memset(V + p * point_stride(job) + (int64_t)slot * job->in_channels, 0, sizeof(float) * job->in_channels);
 }
 
 /* acc[r] += rows[r][c0:c1] @ U[c0:c1][0:CO_BLOCK] for ROWS rows of `stride` floats: the micro-kernel. */
@@ -552,8 +553,8 @@ static void combine_moments(const moments_t *parts, int threads, int64_t channel
  * shared by winograd_workspace_floats (the caller's allocation) and winograd_conv3x3 (which carves it
  * up). Each part starts on a cache line. */
 typedef struct {
-    int threads, block_tiles;
-    int64_t blocks;                         /* per-thread schedule: blocks of block_tiles tiles */
+    int threads;
+    int64_t blocks;                         /* per-thread schedule: blocks of the job's block_tiles tiles */
     int64_t v_floats, m_floats, strip_floats; /* V and M: per thread, or the group's (shared); strip: per thread */
     int64_t floats;                         /* all of it, plus a line to align its start */
 } plan_t;
@@ -578,7 +579,6 @@ static plan_t plan_layer(job_t *job, int shared, int threads) {
         if (threads > plan.blocks) threads = (int)plan.blocks;
     }
     plan.threads = threads;
-    plan.block_tiles = job->block_tiles;
     plan.v_floats = whole_lines(points * point_stride(job));
     plan.m_floats = whole_lines((int64_t)points * job->block_tiles * K);
     plan.strip_floats = whole_lines((int64_t)alpha * (tile * job->block_tiles + 2) * C);
@@ -632,8 +632,8 @@ int winograd_conv3x3(const float *input, int batch, int height, int width, int i
     char *statistics = moments ? calloc((size_t)threads * channels, per_channel) : NULL;
     if (moments && !statistics) return 1;
     for (int i = 0; moments && i < threads; i++) {
-        char *part = statistics + (size_t)i * channels * per_channel;
-        parts[i].sums = (double *)part;
+        char *own = statistics + (size_t)i * channels * per_channel;
+        parts[i].sums = (double *)own;
         parts[i].squares = parts[i].sums + channels;
         parts[i].count = (int64_t *)(parts[i].squares + channels);
         parts[i].shift = (float *)(parts[i].count + channels);
