@@ -234,7 +234,7 @@ def run(
         workspace.data_ptr(),
     )
     if status != 0:
-        raise MemoryError("the Winograd convolution could not allocate its working buffers")
+        raise MemoryError("the Winograd convolution could not allocate memory for its output statistics")
     return out.permute(0, 3, 1, 2)
 
 
