@@ -16,8 +16,8 @@ modes is also checked against the official network's golden outputs
 memory is the growth of the process's peak resident set (CPU, Linux) or of
 the CUDA allocator's peak during one batch-1 pass. "Fraction of peak": the
 Winograd kernel's products per second (benchmarks/profile_network.py) over
-cores x clock x 16 float32 FMA lanes per cycle, the clock measured with
-every core busy (benchmarks/clock_probe.py).
+the float32 FMA lanes per second the CPU was measured to complete with every
+core busy (benchmarks/clock_probe.py).
 
     python benchmarks/bench_network.py [--repeats 5] [--batch-sizes 1 4]
 """
@@ -48,7 +48,7 @@ from lib_codeformer.network.synthetic import synthetic_state_dict  # noqa: E402
 from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from profile_network import cores_clock, kernel_rate, peak_fma_per_second  # noqa: E402
+from profile_network import kernel_rate, machine_peak  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "golden_seed1234.npz"
 FACE = ROOT / "tests" / "data" / "input_face.png"
@@ -178,9 +178,8 @@ def bench(args: argparse.Namespace) -> None:
         print(f"device: {torch.cuda.get_device_name(device)}")
     peak = None
     if device.type == "cpu":
-        ghz, source = cores_clock(torch.get_num_threads())
-        peak = peak_fma_per_second(ghz, 16, torch.get_num_threads())
-        print(f"peak: {peak / 1e9:.0f} G FMA/s at {ghz:.2f} GHz ({source})")
+        peak, source = machine_peak(torch.get_num_threads())
+        print(f"peak: {peak / 1e9:.0f} G FMA/s ({source})")
     print(
         "\n| mode | batch | ours ms/face, consecutive faces | ours ms/face, first after idle | reference ms/face "
         "| ours/reference, consecutive | ours/reference, first after idle | kernel products, fraction of peak "

@@ -14,6 +14,14 @@ and such a chain read 21.7 GHz on a 4.2 GHz Xeon. A core that shortens one
 kind of chain makes it look faster, never slower, so the lower figure of two
 unrelated kinds is the clock. x86-64 with a C compiler only; elsewhere
 ``None`` (the callers fall back to /proc/cpuinfo).
+
+The peak itself is measured too (``measured_fma_per_second``): independent
+float32 fused multiply-adds at the widest vectors the compiler targets for
+this CPU (as the kernel's -march=native build), every core at once. Cores
+differ in how many FMA pipes they have, and a clock times a guessed lane
+count was off by 2x on a Xeon with two 512-bit pipes (32 lanes per cycle
+where 16 had been assumed); wide vectors may also run at a lower clock than
+the integer chains see.
 """
 
 from __future__ import annotations
@@ -47,16 +55,48 @@ SOURCE = "#include <stdint.h>\n" + "".join(
 )
 
 
-def _load_probe(folder: Path) -> ctypes.CDLL | None:
+# ACCUMULATORS independent vectors, each updated by one FMA per iteration: more than the pipes' latency x count
+# (4 cycles x 2 pipes on current cores) keeps every pipe busy, and 10 + 2 constants fit AVX2's 16 registers.
+ACCUMULATORS = 10
+_NAMES = [f"a{k}" for k in range(ACCUMULATORS)]  # separate variables, so that the compiler keeps them in registers
+FMA_SOURCE = (
+    "#include <stdint.h>\n"
+    "#if defined(__AVX512F__)\n#define VEC 16\n#elif defined(__AVX__)\n#define VEC 8\n#else\n#define VEC 4\n#endif\n"
+    "typedef float vec __attribute__((vector_size(VEC * sizeof(float))));\n"
+    "int fma_lanes(void) { return VEC; }\n"
+    "float independent_fmas(uint64_t iterations, float factor) {\n"
+    "    const vec b = (vec){0} + factor, c = (vec){0} + 1e-7f;\n"
+    + "".join(f"    vec {name} = (vec){{0}} + {k}.0f;\n" for k, name in enumerate(_NAMES))
+    + "    for (uint64_t i = 0; i < iterations; i++) {\n"
+    + "".join(f"        {name} = {name} * b + c;\n" for name in _NAMES)
+    + "    }\n"
+    + f"    const vec sum = {' + '.join(_NAMES)};\n"
+    + "    float total = 0;\n"
+    "    for (int lane = 0; lane < VEC; lane++) total += sum[lane];\n"
+    "    return total;\n"
+    "}\n"
+)
+# The kernel's own flags, -march=native first; contraction makes each ``a * b + c`` one FMA instruction.
+FMA_FLAG_SETS = (["-O2", "-march=native", "-ffp-contract=fast"], ["-O2", "-ffp-contract=fast"])
+
+
+def _compile(folder: Path, source_text: str, flag_sets: tuple[list[str], ...]) -> ctypes.CDLL | None:
+    """``source_text`` built into a loaded library with the first flags the compiler accepts; None without one."""
     source, library = folder / "probe.c", folder / "probe.so"
-    source.write_text(SOURCE)
-    try:
-        command = [*compiler_command(), "-O2", "-shared", "-fPIC", str(source), "-o", str(library)]
-        subprocess.run(command, check=True, capture_output=True)
-    except (OSError, RuntimeError, subprocess.CalledProcessError):
-        return None
-    probe = ctypes.CDLL(str(library))
-    for name in CHAINS:
+    source.write_text(source_text)
+    for flags in flag_sets:
+        try:
+            command = [*compiler_command(), *flags, "-shared", "-fPIC", str(source), "-o", str(library)]
+            subprocess.run(command, check=True, capture_output=True)
+        except (OSError, RuntimeError, subprocess.CalledProcessError):
+            continue
+        return ctypes.CDLL(str(library))
+    return None
+
+
+def _load_probe(folder: Path) -> ctypes.CDLL | None:
+    probe = _compile(folder, SOURCE, (["-O2"],))
+    for name in CHAINS if probe else ():
         getattr(probe, name).argtypes = [ctypes.c_uint64, ctypes.c_uint64]
         getattr(probe, name).restype = ctypes.c_uint64
     return probe
@@ -71,14 +111,34 @@ def measured_clock_ghz(threads: int, seconds: float = 0.3) -> float | None:
         probe = _load_probe(Path(folder))
         if probe is None:
             return None
-        return min(_chain_clock_ghz(getattr(probe, name), cycles, threads, seconds) for name, (_, cycles) in CHAINS.items())
+        return min(
+            min(_rates_all_busy(getattr(probe, name), 3, threads, seconds)) * INSTRUCTIONS_PER_ITERATION * cycles / 1e9
+            for name, (_, cycles) in CHAINS.items()
+        )
 
 
-def _chain_clock_ghz(chain: Callable[[int, int], int], cycles: int, threads: int, seconds: float) -> float:
+def measured_fma_per_second(threads: int, seconds: float = 0.3) -> float | None:
+    """float32 FMA lanes per second of ``threads`` cores together, all running the FMA probe at once; None
+    where it cannot be built (no C compiler)."""
+    with tempfile.TemporaryDirectory() as folder:
+        probe = _compile(Path(folder), FMA_SOURCE, FMA_FLAG_SETS)
+        if probe is None:
+            return None
+        probe.independent_fmas.argtypes = [ctypes.c_uint64, ctypes.c_float]
+        probe.independent_fmas.restype = ctypes.c_float
+        lanes = probe.fma_lanes()
+        # A factor just below 1 keeps the values finite however long it runs.
+        rates = _rates_all_busy(probe.independent_fmas, 0.999999, threads, seconds)
+        return sum(rates) * ACCUMULATORS * lanes
+
+
+def _rates_all_busy(function: Callable[[int, object], object], argument: object, threads: int, seconds: float) -> list[float]:
+    """Iterations per second of ``function(iterations, argument)`` on each of ``threads`` threads run at once,
+    each for about ``seconds`` (ctypes frees the GIL)."""
     iterations = 1 << 16
-    while True:  # about ``seconds`` per run, from a calibration run
+    while True:  # from a calibration run
         started = time.perf_counter()
-        chain(iterations, 3)
+        function(iterations, argument)
         if time.perf_counter() - started > seconds / 10:
             break
         iterations *= 2
@@ -87,15 +147,15 @@ def _chain_clock_ghz(chain: Callable[[int, int], int], cycles: int, threads: int
 
     def measure() -> None:
         started = time.perf_counter()
-        chain(iterations, 3)
-        rates.append(iterations * INSTRUCTIONS_PER_ITERATION * cycles / (time.perf_counter() - started))
+        function(iterations, argument)
+        rates.append(iterations / (time.perf_counter() - started))
 
     workers = [threading.Thread(target=measure) for _ in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return min(rates) / 1e9
+    return rates
 
 
 def listed_clock_ghz() -> float | None:
@@ -107,18 +167,26 @@ def listed_clock_ghz() -> float | None:
     return max(speeds) / 1000 if speeds else None
 
 
-def report(measured: float | None, listed: float | None) -> str:
-    """One line with both clocks, so that a reader (and the test) sees how far the listed one is off."""
+def report(measured: float | None, listed: float | None, fma_per_second: float | None = None, threads: int = 1) -> str:
+    """One line with both clocks and the measured peak, so that a reader (and the test) sees how far the listed
+    clock is off and how many FMA lanes a core completes per cycle of the measured clock."""
     first = (
         "the clock cannot be measured here (x86-64 with a C compiler only)"
         if measured is None
         else f"measured {measured:.2f} GHz"
     )
     second = "no clock listed in /proc/cpuinfo" if listed is None else f"/proc/cpuinfo lists {listed:.2f} GHz"
-    return f"{first}; {second}"
+    if fma_per_second is None:
+        return f"{first}; {second}; the peak cannot be measured here (no C compiler)"
+    peak = f"peak {fma_per_second / 1e9:.0f} G FMA/s measured with {threads} cores busy"
+    clock = measured or listed
+    if clock:
+        peak += f" ({fma_per_second / (clock * 1e9 * threads):.1f} lanes per core and cycle)"
+    return f"{first}; {second}; {peak}"
 
 
 if __name__ == "__main__":
     import torch
 
-    print(report(measured_clock_ghz(torch.get_num_threads()), listed_clock_ghz()))
+    cores = torch.get_num_threads()
+    print(report(measured_clock_ghz(cores), listed_clock_ghz(), measured_fma_per_second(cores), cores))

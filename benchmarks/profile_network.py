@@ -5,13 +5,15 @@ convolutions, GroupNorm, the transformer, the rest) the exclusive time of one
 pass (a module's time minus its children's), its share of the pass, and for
 the kernel's convolutions the multiply-adds its products stage does
 (Winograd F(m x m, 3 x 3): (m + 2)^2 products per tile per channel pair) per
-second against the machine's peak: cores x clock x FMA lanes per cycle (16 on
-AVX-512 and AVX2 cores with two 256-bit or one 512-bit FMA pipe; give
-``--fma-per-cycle`` where it differs). The clock is ``--ghz`` where given,
-else measured with every core busy (``clock_probe.py``; /proc/cpuinfo's
-nominal clock in a virtual machine is below the boost clock the cores run
-at), else /proc/cpuinfo's. The same figure is the "fraction of peak" column
-of ``bench_network.py``.
+second against the machine's peak: float32 FMA lanes per second measured
+with every core busy (``clock_probe.py``: independent FMAs at the widest
+vectors the compiler targets here, as the kernel's build), because cores
+differ in their FMA pipes (16 lanes per cycle on AVX2 cores with two 256-bit
+pipes, 32 on Xeons with two 512-bit ones) and wide vectors may run at a
+lower clock. Given ``--ghz`` or ``--fma-per-cycle``, the peak is cores x
+clock x lanes per cycle instead (clock measured by the same probe, else
+/proc/cpuinfo's; 16 lanes unless given). The same figure is the "fraction
+of peak" column of ``bench_network.py``.
 
 ``--model parsenet`` profiles the ParseNet mask of the like-for-like path
 instead (facexlib's network in its fast form, synthetic weights): where its
@@ -41,7 +43,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clock_probe import listed_clock_ghz, measured_clock_ghz  # noqa: E402
+from clock_probe import listed_clock_ghz, measured_clock_ghz, measured_fma_per_second  # noqa: E402
 
 from lib_codeformer import accelerate, load_codeformer  # noqa: E402
 from lib_codeformer.acceleration import winograd  # noqa: E402
@@ -53,12 +55,23 @@ from lib_codeformer.testing.machine import cpu_family  # noqa: E402
 FIDELITY = 0.5
 
 
-def peak_fma_per_second(ghz: float, fma_per_cycle: int, cores: int) -> float:
-    return ghz * 1e9 * fma_per_cycle * cores
+def machine_peak(cores: int, ghz: float | None = None, fma_per_cycle: int | None = None) -> tuple[float, str]:
+    """float32 FMA lanes per second of ``cores`` cores, and how that figure was found.
+
+    Measured where neither ``ghz`` nor ``fma_per_cycle`` is given and a C
+    compiler is at hand; else cores x clock x lanes per cycle.
+    """
+    if ghz is None and fma_per_cycle is None:
+        measured = measured_fma_per_second(cores)
+        if measured:
+            return measured, f"measured with {cores} cores busy"
+    lanes = fma_per_cycle or 16
+    clock, source = cores_clock(cores, ghz)
+    return clock * 1e9 * lanes * cores, f"{cores} cores x {clock:.2f} GHz ({source}) x {lanes} lanes per cycle"
 
 
 def cores_clock(cores: int, given: float | None = None) -> tuple[float, str]:
-    """The clock the peak is figured from, in GHz, and where it came from."""
+    """The clock a computed peak is figured from, in GHz, and where it came from."""
     if given:
         return given, "given"
     measured = measured_clock_ghz(cores)
@@ -216,8 +229,10 @@ def main() -> None:
     parser.add_argument("--model", choices=("codeformer", "parsenet"), default="codeformer")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ghz", type=float, default=None, help="the cores' clock (default: measured)")
-    parser.add_argument("--fma-per-cycle", type=int, default=16, help="float32 FMA lanes per core and cycle (default 16)")
+    parser.add_argument("--ghz", type=float, default=None, help="the cores' clock (default: the peak is measured)")
+    parser.add_argument(
+        "--fma-per-cycle", type=int, default=None, help="float32 FMA lanes per core and cycle (default: the peak is measured)"
+    )
     args = parser.parse_args()
     x = torch.rand(args.batch, 3, 512, 512) * 2 - 1
     if args.model == "parsenet":
@@ -234,13 +249,9 @@ def main() -> None:
     with torch.inference_mode():
         run()  # warm-up
     cores = torch.get_num_threads()
-    ghz, source = cores_clock(cores, args.ghz)
-    peak = peak_fma_per_second(ghz, args.fma_per_cycle, cores)
+    peak, source = machine_peak(cores, args.ghz, args.fma_per_cycle)
     machine = f"{platform.processor() or platform.machine()} ({cpu_family()})"
-    print(
-        f"CPU: {machine}, {cores} threads at {ghz:.2f} GHz ({source}), "
-        f"peak {peak / 1e9:.0f} G FMA/s ({args.fma_per_cycle} per cycle)"
-    )
+    print(f"CPU: {machine}, {cores} threads, peak {peak / 1e9:.0f} G FMA/s ({source})")
     times, per_pass = profile(model, run, args.repeats)
     print(f"\n{args.model}, one pass, batch {args.batch}: {per_pass * 1000:.0f} ms (the median of {args.repeats}, with hooks)\n")
     print("| layer kind | ms per pass | share |")

@@ -1,4 +1,4 @@
-"""The benchmarks' clock probe measures a clock near the one the CPU lists, with every core busy."""
+"""The benchmarks' clock probe measures a clock near the one the CPU lists, and a peak FMA rate a core can have."""
 
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ def test_the_probe_measures_a_clock_near_the_listed_one():
         [sys.executable, str(ROOT / "benchmarks" / "clock_probe.py")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    found = re.fullmatch(r"measured (\d+\.\d+) GHz; (?:/proc/cpuinfo lists (\d+\.\d+) GHz|no clock listed.*)\n", result.stdout)
+    found = re.fullmatch(
+        r"measured (\d+\.\d+) GHz; (?:/proc/cpuinfo lists (\d+\.\d+) GHz|no clock listed[^;]*); "
+        r"peak \d+ G FMA/s measured with \d+ cores busy \((\d+\.\d) lanes per core and cycle\)\n",
+        result.stdout,
+    )
     assert found, result.stdout
-    measured, listed = float(found.group(1)), found.group(2) and float(found.group(2))
+    measured, listed, lanes = float(found.group(1)), found.group(2) and float(found.group(2)), float(found.group(3))
     if listed is None:
         assert 0.5 < measured < 8
     else:  # boost clocks run above the listed one, power saving below; not a factor of 2 either way
         assert listed / 2 < measured < listed * 2
+    # From one 128-bit pipe (4 lanes) to two 512-bit ones (32), a little less where wide vectors clock lower.
+    assert 3 < lanes < 34
