@@ -585,10 +585,14 @@ static int64_t l2_bytes(void) {
  * BLOCK_KIB suffices (on 512 KiB L2s, as AMD's Zen 3, nothing larger fits). Where they do not, U comes
  * from L3 for every block, and a larger block, up to 3/4 of a larger L2, reads it fewer times: on a
  * Xeon with 2 MiB of L2 and AVX-512, 128 -> 128 channels at 256 px (4 MiB of U) took 22 ms instead of
- * 30, 256 -> 128 at 256 px 47 instead of 68; 64 -> 64 at 512 px (1 MiB of U) is faster as it was. */
+ * 30, 256 -> 128 at 256 px 47 instead of 68; 64 -> 64 at 512 px (1 MiB of U) is faster as it was.
+ * At most LARGEST_BLOCK_KIB, the best size measured there (2 MiB blocks were slower): an L2 reported
+ * larger may be shared by several cores (Intel's E-core clusters). */
+#define LARGEST_BLOCK_KIB 1536
 static int64_t block_bytes(int points, int C, int K) {
     const int64_t weights = (int64_t)points * C * K * (int64_t)sizeof(float), l2 = l2_bytes();
-    const int64_t base = (int64_t)BLOCK_KIB * 1024, larger = l2 / 4 * 3;
+    const int64_t base = (int64_t)BLOCK_KIB * 1024, most = (int64_t)LARGEST_BLOCK_KIB * 1024;
+    const int64_t larger = l2 / 4 * 3 < most ? l2 / 4 * 3 : most;
     return weights + base > l2 && larger > base ? larger : base;
 }
 
