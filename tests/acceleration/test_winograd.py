@@ -196,6 +196,8 @@ def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
         (2, 64, 30, 26, 6, False, 3),
         (1, 256, 24, 20, 4, True, 2),
         (3, 128, 13, 9, 4, True, 3),
+        # 4 MiB of transformed weights: where L2 holds 2 MiB, blocks of 24 tiles, the last one partial.
+        (1, 128, 64, 58, 6, False, 2),
     ],
 )
 def test_the_workspace_the_kernel_asks_for_is_enough(batch, channels, height, width, tile, shared, threads):
