@@ -587,13 +587,19 @@ static int64_t l2_bytes(void) {
  * Xeon with 2 MiB of L2 and AVX-512, 128 -> 128 channels at 256 px (4 MiB of U) took 22 ms instead of
  * 30, 256 -> 128 at 256 px 47 instead of 68; 64 -> 64 at 512 px (1 MiB of U) is faster as it was.
  * At most LARGEST_BLOCK_KIB, the best size measured there (2 MiB blocks were slower): an L2 reported
- * larger may be shared by several cores (Intel's E-core clusters). */
+ * larger may be shared by several cores (Intel's E-core clusters). Only from GROWING_L2_KIB of L2, where
+ * the gain was measured: on AMD's Zen 4 (1 MiB) 768 KiB blocks were no faster than 512 (three alternating
+ * runs within 5 % of each other at 64 -> 64 @512, 128 -> 128 and 256 -> 128 @256; a first run 20 % slower at
+ * 64 -> 64), and they take half as much working memory again. */
+#ifndef LARGEST_BLOCK_KIB
 #define LARGEST_BLOCK_KIB 1536
+#endif
+#define GROWING_L2_KIB 2048
 static int64_t block_bytes(int points, int C, int K) {
     const int64_t weights = (int64_t)points * C * K * (int64_t)sizeof(float), l2 = l2_bytes();
     const int64_t base = (int64_t)BLOCK_KIB * 1024, most = (int64_t)LARGEST_BLOCK_KIB * 1024;
     const int64_t larger = l2 / 4 * 3 < most ? l2 / 4 * 3 : most;
-    return weights + base > l2 && larger > base ? larger : base;
+    return l2 >= (int64_t)GROWING_L2_KIB * 1024 && weights + base > l2 && larger > base ? larger : base;
 }
 
 static plan_t plan_layer(job_t *job, int shared, int threads) {
