@@ -590,10 +590,8 @@ static int64_t l2_bytes(void) {
  * larger may be shared by several cores (Intel's E-core clusters). Only from GROWING_L2_KIB of L2, where
  * the gain was measured: on AMD's Zen 4 (1 MiB) 768 KiB blocks were no faster than 512 (three alternating
  * runs within 5 % of each other at 64 -> 64 @512, 128 -> 128 and 256 -> 128 @256; a first run 20 % slower at
- * 64 -> 64), and they take half as much working memory again. */
-#ifndef LARGEST_BLOCK_KIB
+ * 64 -> 64), and they take 1.5x the working memory. */
 #define LARGEST_BLOCK_KIB 1536
-#endif
 #define GROWING_L2_KIB 2048
 static int64_t block_bytes(int points, int C, int K) {
     const int64_t weights = (int64_t)points * C * K * (int64_t)sizeof(float), l2 = l2_bytes();
