@@ -14,7 +14,7 @@ import torch
 from support import require_winograd
 
 from lib_codeformer.acceleration import winograd
-from lib_codeformer.acceleration.buffers import BufferPool
+from lib_codeformer.acceleration.buffers import ALIGNMENT, BufferPool
 from lib_codeformer.acceleration.layers import FastConv3x3
 
 MIB = 1 << 20
@@ -36,6 +36,17 @@ def test_a_freed_buffer_is_reused(pool):
     again = pool.empty(SHAPE)
     assert again.data_ptr() == address
     assert pool.free_bytes() == 0
+
+
+def test_every_buffer_starts_on_a_cache_line(pool):
+    # The kernel's 64-byte vector loads and stores straddle two lines on anything less, and its streaming
+    # stores need whole aligned lines. Sizes whose allocations land at different offsets: mmap'd (large) and
+    # heap (just above the pool's minimum) blocks, fresh and reused, and a smaller request on a larger buffer.
+    held = [pool.empty((count,)) for count in (MIB // 4, MIB // 4 + 3, 5 * MIB // 4 + 1, 40 * MIB // 4)]
+    addresses = [tensor.data_ptr() for tensor in held]
+    del held
+    again = [pool.empty((count,)) for count in (MIB // 4, 3 * MIB // 4, 40 * MIB // 4 - 5)]
+    assert [address % ALIGNMENT for address in addresses + [tensor.data_ptr() for tensor in again]] == [0] * 7
 
 
 def test_a_buffer_is_not_reused_while_a_view_of_it_lives(pool):
