@@ -54,7 +54,7 @@ class Kernel:
         pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         self.conv = library.winograd_conv3x3
         self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
-        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, pointer, integer, pointer]
+        self.conv.argtypes += [pointer, pointer, pointer, integer, integer, integer, pointer, integer, pointer]
         self.conv.restype = integer
         self.workspace_floats = library.winograd_workspace_floats
         self.workspace_floats.argtypes = [integer] * 8
@@ -68,6 +68,9 @@ class Kernel:
         self.pointwise = library.pointwise_conv
         self.pointwise.argtypes = [pointer, int64, integer, pointer, integer, pointer, pointer, pointer, integer]
         self.pointwise.restype = integer
+        streaming_from = library.winograd_streaming_from_bytes
+        streaming_from.restype = int64
+        self.streaming_from_bytes = int(streaming_from())
         self.out_channel_multiple = int(library.winograd_co_block())
         self.vector_floats = int(library.winograd_vector_floats())
         self._use_team = library.winograd_use_team

@@ -127,6 +127,7 @@ def conv3x3(
     upsample: bool = False,
     tile: int | None = None,
     shared: bool | None = None,
+    stream: bool | None = None,
     input_moments: Tensor | None = None,
     output_moments: Tensor | None = None,
 ) -> Tensor:
@@ -141,7 +142,10 @@ def conv3x3(
     channels). ``shared``: the kernel's shared schedule (one group of tiles
     for all threads, each point's weights read once per group; see the C
     file), by default from ``SHARED_SCHEDULE_BYTES`` of transformed weights;
-    both schedules compute the same. ``output_moments`` (``new_moments(batch, out_channels)``) receives the
+    both schedules compute the same. ``stream``: the output written with
+    streaming stores, straight to memory (by default where it is larger than
+    the L3 cache, ``Kernel.streaming_from_bytes``; see the C file); the same
+    values either way. ``output_moments`` (``new_moments(batch, out_channels)``) receives the
     output's GroupNorm statistics, gathered as it is written; given back as
     ``input_moments`` to the convolution whose ``norm`` reads that output, they
     spare its pass over the image. Every argument is checked before a
@@ -161,6 +165,7 @@ def conv3x3(
         upsample,
         tile,
         shared,
+        stream,
         input_moments=input_moments,
         output_moments=output_moments,
     )
@@ -176,6 +181,7 @@ def run(
     upsample: bool,
     tile: int | None = None,
     shared: bool | None = None,
+    stream: bool | None = None,
     *,
     input_moments: Tensor | None = None,
     output_moments: Tensor | None = None,
@@ -208,6 +214,8 @@ def run(
     transformed = transform_weight(weight, loaded, tile)
     scale, shift = _norm_affine(loaded, x, norm, input_moments) if norm is not None else (None, None)
     out = pool.empty((batch, height, width, out_channels))
+    if stream is None:
+        stream = out.numel() * out.element_size() >= loaded.streaming_from_bytes
     threads = max(1, torch.get_num_threads())
     # Recycled like the output: fresh megabytes from the system would page-fault on every call.
     workspace = pool.empty(
@@ -229,6 +237,7 @@ def run(
         out.data_ptr(),
         tile,
         int(shared),
+        int(stream),
         _pointer(output_moments),
         threads,
         workspace.data_ptr(),
@@ -340,7 +349,8 @@ def child_self_test(library: str) -> int:
 
 
 def self_test(loaded: Kernel) -> str:
-    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules;
+    """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules, with
+    and without streaming stores;
     for the 1x1 convolution a pixel count that is no multiple of the micro-kernel's rows and more input channels than
     one chunk of weights); '' when it agrees."""
     import torch.nn.functional as F
@@ -361,8 +371,8 @@ def self_test(loaded: Kernel) -> str:
         with torch.inference_mode():
             produced = F.interpolate(F.silu(norm.double()(x.double())), scale_factor=2.0, mode="nearest")
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
-            schedules = [(tile, shared) for tile in TILES for shared in (False, True)]
-            results = [run(loaded, x, weight, bias, residual, norm, True, tile, shared) for tile, shared in schedules]
+            schedules = [(tile, shared, stream) for tile in TILES for shared in (False, True) for stream in (False, True)]
+            results = [run(loaded, x, weight, bias, residual, norm, True, *schedule) for schedule in schedules]
             pixels = torch.randn(2, 272, 5, 7, generator=generator)
             projection = torch.randn(2 * out_channels, 272, 1, 1, generator=generator) / 16
             other_branch = torch.randn(2, 2 * out_channels, 5, 7, generator=generator)

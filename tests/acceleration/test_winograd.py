@@ -175,7 +175,7 @@ def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
     conv = loaded.conv
 
     def spy(*arguments):
-        schedules.append(bool(arguments[-4]))  # (..., tile, shared, moments, threads, workspace)
+        schedules.append(bool(arguments[-5]))  # (..., tile, shared, stream, moments, threads, workspace)
         return conv(*arguments)
 
     monkeypatch.setattr(loaded, "conv", spy)
@@ -187,6 +187,75 @@ def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
         for channels in (big, big - block):
             winograd.conv3x3(torch.zeros(1, channels, SIDE, SIDE), torch.zeros(channels, channels, 3, 3))
     assert schedules == [True, False]
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread-blocks", "shared-schedule"])
+@pytest.mark.parametrize("fused", ["bias+residual", "all"])
+def test_streaming_stores_write_the_same_output(fused, shared):
+    """Outputs larger than the L3 cache go straight to memory; the values are those of ordinary stores, bit for bit,
+    with partial tiles, a batch of 2 and the statistics gathered on the way."""
+    generator = torch.Generator().manual_seed(21)
+    batch, in_channels, side = 2, 64, 43
+    out_channels = 2 * winograd.kernel().out_channel_multiple
+    x = torch.randn(batch, in_channels, side, side, generator=generator)
+    weight = torch.randn(out_channels, in_channels, 3, 3, generator=generator) / 24
+    bias = torch.randn(out_channels, generator=generator)
+    norm = random_norm(in_channels, generator) if fused == "all" else None
+    upsample = fused == "all"
+    residual = torch.randn(batch, out_channels, side * (1 + upsample), side * (1 + upsample), generator=generator)
+    results = []
+    with torch.inference_mode():
+        for stream in (False, True):
+            moments = winograd.new_moments(batch, out_channels)
+            got = winograd.conv3x3(
+                x, weight, bias, residual, norm=norm, upsample=upsample, shared=shared, stream=stream, output_moments=moments
+            )
+            results.append((got.clone(), moments))
+    (ordinary, ordinary_moments), (streamed, streamed_moments) = results
+    assert torch.equal(streamed, ordinary)
+    assert torch.equal(streamed_moments, ordinary_moments)
+    assert_float32_close(streamed, reference(x, weight, bias, residual, norm, upsample))
+
+
+def test_outputs_larger_than_the_l3_cache_are_streamed(monkeypatch):
+    """By default the output is streamed from Kernel.streaming_from_bytes (the L3 cache's size), not below."""
+    loaded = winograd.kernel()
+    assert loaded.streaming_from_bytes >= 1 << 20
+    streamed = []
+    conv = loaded.conv
+
+    def spy(*arguments):
+        streamed.append(bool(arguments[-4]))  # (..., tile, shared, stream, moments, threads, workspace)
+        return conv(*arguments)
+
+    monkeypatch.setattr(loaded, "conv", spy)
+    channels = loaded.out_channel_multiple
+    monkeypatch.setattr(loaded, "streaming_from_bytes", channels * 4 * 32 * 32)
+    with torch.inference_mode():
+        for side in (32, 31):
+            winograd.conv3x3(torch.zeros(1, 16, side, side), torch.zeros(channels, 16, 3, 3))
+    assert streamed == [True, False]
+
+
+def test_streaming_into_an_unaligned_output_falls_back_to_ordinary_stores():
+    """Streaming stores need outputs aligned to the vector; the kernel checks, whatever its caller asks."""
+    loaded = winograd.kernel()
+    generator = torch.Generator().manual_seed(5)
+    channels, side = loaded.out_channel_multiple, 20
+    x = torch.randn(1, 32, side, side, generator=generator)
+    weight = torch.randn(channels, 32, 3, 3, generator=generator) / 20
+    transformed = winograd.transform_weight(weight, loaded, 4)
+    inputs = x.permute(0, 2, 3, 1).contiguous()
+    room = torch.empty(side * side * channels + 1)
+    out = room[1:]  # 4 bytes past an aligned start
+    floats = loaded.workspace_floats(1, side, side, 32, channels, 4, 0, 2)
+    workspace = torch.empty(floats)
+    status = loaded.conv(
+        inputs.data_ptr(), 1, side, side, 32, 0, None, None, transformed.data_ptr(), channels,
+        None, None, out.data_ptr(), 4, 0, 1, None, 2, workspace.data_ptr(),
+    )  # fmt: skip
+    assert status == 0
+    assert_float32_close(out.view(1, side, side, channels).permute(0, 3, 1, 2), reference(x, weight, None))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +286,7 @@ def test_the_workspace_the_kernel_asks_for_is_enough(batch, channels, height, wi
     out = torch.empty(batch, height, width, channels)
     status = loaded.conv(
         inputs.data_ptr(), batch, height, width, channels, 0, None, None, transformed.data_ptr(), channels,
-        bias.data_ptr(), None, out.data_ptr(), tile, int(shared), None, threads, workspace.data_ptr(),
+        bias.data_ptr(), None, out.data_ptr(), tile, int(shared), 0, None, threads, workspace.data_ptr(),
     )  # fmt: skip
     assert status == 0
     assert bool((workspace[floats:] == 12345.0).all())
@@ -603,8 +672,8 @@ def test_every_vector_width_computes_the_same(tmp_path, target, vector_floats):
     norm = random_norm(48, generator)
     with torch.inference_mode():
         for tile in winograd.TILES:
-            for shared in (False, True):
-                got = winograd.run(kernel, x, weight, bias, None, norm, False, tile, shared)
+            for shared, stream in [(False, False), (False, True), (True, False), (True, True)]:
+                got = winograd.run(kernel, x, weight, bias, None, norm, False, tile, shared, stream)
                 assert_float32_close(got, reference(x, weight, bias, norm=norm), tile)
 
 
