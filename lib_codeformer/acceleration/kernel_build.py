@@ -68,9 +68,6 @@ class Kernel:
         self.pointwise = library.pointwise_conv
         self.pointwise.argtypes = [pointer, int64, integer, pointer, integer, pointer, pointer, pointer, integer]
         self.pointwise.restype = integer
-        streaming_from = library.winograd_streaming_from_bytes
-        streaming_from.restype = int64
-        self.streaming_from_bytes = int(streaming_from())
         self.out_channel_multiple = int(library.winograd_co_block())
         self.vector_floats = int(library.winograd_vector_floats())
         self._use_team = library.winograd_use_team

@@ -217,10 +217,9 @@ def test_streaming_stores_write_the_same_output(fused, shared):
     assert_float32_close(streamed, reference(x, weight, bias, residual, norm, upsample))
 
 
-def test_outputs_larger_than_the_l3_cache_are_streamed(monkeypatch):
-    """By default the output is streamed from Kernel.streaming_from_bytes (the L3 cache's size), not below."""
+def test_outputs_larger_than_the_last_level_cache_are_streamed(monkeypatch):
+    """By default the output is streamed from the last-level cache's size on, not below."""
     loaded = winograd.kernel()
-    assert loaded.streaming_from_bytes >= 1 << 20
     streamed = []
     conv = loaded.conv
 
@@ -230,11 +229,24 @@ def test_outputs_larger_than_the_l3_cache_are_streamed(monkeypatch):
 
     monkeypatch.setattr(loaded, "conv", spy)
     channels = loaded.out_channel_multiple
-    monkeypatch.setattr(loaded, "streaming_from_bytes", channels * 4 * 32 * 32)
+    monkeypatch.setattr(winograd, "last_level_cache_bytes", lambda: channels * 4 * 32 * 32)
     with torch.inference_mode():
         for side in (32, 31):
             winograd.conv3x3(torch.zeros(1, 16, side, side), torch.zeros(channels, 16, 3, 3))
     assert streamed == [True, False]
+
+
+def test_the_last_level_cache_is_read_from_linuxs_listing(tmp_path):
+    """The largest level's size, as lscpu reports it; 32 MiB where nothing is listed or a listing is unreadable."""
+    listing = {"index0": ("1", "48K"), "index2": ("2", "2048K"), "index3": ("3", "105M"), "index9": ("x", "1G")}
+    for name, (level, size) in listing.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "level").write_text(level + "\n")
+        (tmp_path / name / "size").write_text(size + "\n")
+    assert winograd.last_level_cache_bytes.__wrapped__(tmp_path) == 105 << 20
+    assert winograd.last_level_cache_bytes.__wrapped__(tmp_path / "absent") == 32 << 20
+    if winograd.CPU_CACHES.exists():
+        assert winograd.last_level_cache_bytes() >= 1 << 20
 
 
 def test_streaming_into_an_unaligned_output_falls_back_to_ordinary_stores():

@@ -102,11 +102,6 @@ static inline vec splat(float s) { return (vec){0} + s; }
 
 static inline vec blend(ivec mask, vec yes, vec no) { return (vec)(((ivec)yes & mask) | ((ivec)no & ~mask)); }
 
-/* exp(x) for |x| < 88, relative error about 2e-7: range reduction by
- * powers of two and a degree-6 polynomial (the Cephes expf coefficients).
- * n = round(x / ln 2) comes from adding 1.5 * 2^23, whose float spacing is 1:
- * the sum's low bits are n itself (an add and a subtract instead of
- * conversions to and from integers and a correction to floor). */
 /* x limited to [low, high]: one min and one max instruction where there are such, instead of a comparison
  * and a blend each (on AMD's Zen 4, one thread, the GroupNorm + SiLU of a 64-channel 512 x 512 input inside
  * the convolution took about 5.6 ms instead of 6.9). A NaN comes out as low, which is no concern to vexp's
@@ -124,6 +119,11 @@ static inline vec clamp(vec x, float low, float high) {
 #endif
 }
 
+/* exp(x) for |x| < 88, relative error about 2e-7: range reduction by
+ * powers of two and a degree-6 polynomial (the Cephes expf coefficients).
+ * n = round(x / ln 2) comes from adding 1.5 * 2^23, whose float spacing is 1:
+ * the sum's low bits are n itself (an add and a subtract instead of
+ * conversions to and from integers and a correction to floor). */
 static inline vec vexp(vec x) {
     x = clamp(x, -87.0f, 88.0f);
     const vec magic = splat(12582912.0f);
@@ -233,7 +233,7 @@ typedef struct {
     int64_t total_tiles;
     int block_tiles; /* tiles per block, multiple of ROWS */
     int64_t first_block, end_block;
-    int stream;           /* the output goes to memory with streaming stores (see winograd_streaming_from_bytes) */
+    int stream;           /* the output goes to memory with streaming stores */
     float *V, *M, *strip; /* this thread's working buffers (blocks schedule) */
     moments_t *moments;   /* this thread's output statistics, or NULL */
 } job_t;
@@ -611,48 +611,19 @@ typedef struct {
 
 static int64_t whole_lines(int64_t floats) { return (floats + LINE_FLOATS - 1) / LINE_FLOATS * LINE_FLOATS; }
 
-/* A cache's size in bytes as the system reports it (sysconf's _SC_LEVEL2_CACHE_SIZE or _SC_LEVEL3_CACHE_SIZE),
- * 0 where it does not say. Asked once per level (known: its slot): in a virtual machine each CPUID behind sysconf
- * traps to the hypervisor. */
-static int64_t reported_cache_bytes(int64_t *known, int name) {
-    int64_t size = __atomic_load_n(known, __ATOMIC_RELAXED);
-    if (size >= 0) return size;
-    const long reported = name >= 0 ? sysconf(name) : 0;
-    size = reported > 0 ? reported : 0;
-    __atomic_store_n(known, size, __ATOMIC_RELAXED);
-    return size;
-}
-
-/* The L2 cache (per core). */
+/* The L2 cache's size in bytes as the system reports it (per core), 0 where it does not say. Asked once:
+ * in a virtual machine each CPUID behind sysconf traps to the hypervisor. */
 static int64_t l2_bytes(void) {
     static int64_t known = -1;
+    int64_t size = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (size >= 0) return size;
+    size = 0;
 #ifdef _SC_LEVEL2_CACHE_SIZE
-    return reported_cache_bytes(&known, _SC_LEVEL2_CACHE_SIZE);
-#else
-    return reported_cache_bytes(&known, -1);
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (reported > 0) size = reported;
 #endif
-}
-
-/* The last-level cache (L3, shared by the cores). */
-static int64_t l3_bytes(void) {
-    static int64_t known = -1;
-#ifdef _SC_LEVEL3_CACHE_SIZE
-    return reported_cache_bytes(&known, _SC_LEVEL3_CACHE_SIZE);
-#else
-    return reported_cache_bytes(&known, -1);
-#endif
-}
-
-/* From what size of output (bytes) winograd_conv3x3's caller asks for streaming stores: the L3 cache's (32 MiB
- * where the system does not say). Where the output is larger than L3, the next layer, which reads it from its
- * first pixel on, finds none of it in the caches anyway, and an ordinary store first reads each line from
- * memory (write-allocate): a third of the layer's memory traffic with a residual, half without. Smaller
- * outputs stay in L3 for the next layer. Measured on AMD Zen 4 (32 MiB L3, 2 cores, 2026-12-07), one face
- * of the network: 1687 ms with streaming from 32 MiB, 1690 from 64 MiB, 1729 from 8 MiB, 1746 without. */
-#define DEFAULT_L3_BYTES ((int64_t)32 << 20)
-int64_t winograd_streaming_from_bytes(void) {
-    const int64_t l3 = l3_bytes();
-    return l3 > 0 ? l3 : DEFAULT_L3_BYTES;
+    __atomic_store_n(&known, size, __ATOMIC_RELAXED);
+    return size;
 }
 
 /* Bytes of transformed input and products per block of tiles (blocks schedule). Each block streams all
@@ -724,8 +695,10 @@ int64_t winograd_workspace_floats(int batch, int height, int width, int in_chann
 
 /* output = conv3x3(produce(input)) + bias (+ residual) in tiles of tile x tile (4 or 6)
  * outputs, from weights transformed for that tile; shared: the shared schedule (above), else
- * each thread its own blocks; stream: the output is written with streaming stores (see
- * winograd_streaming_from_bytes) where it is aligned to the vector's size; moments, where not
+ * each thread its own blocks; stream: the output is written with streaming stores, straight to
+ * memory, where it is aligned to the vector's size (the caller asks for them for outputs larger
+ * than the L3 cache: the next layer finds none of those in the caches anyway, and an ordinary
+ * store first reads each line from memory); moments, where not
  * NULL, receives the output's per-image, per-channel statistics in channel_moments' layout, for
  * the GroupNorm that reads it next. height and width are the convolution's (after upsampling: the
  * input is height/2 x width/2 when upsample is 1). workspace: winograd_workspace_floats(...) floats
