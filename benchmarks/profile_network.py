@@ -91,7 +91,7 @@ def counting_kernel(record: list[tuple[float, int, int, str]]):
     """Every kernel call timed: (seconds, Winograd products, direct multiply-adds, shape) appended to ``record``."""
     original = winograd.run
 
-    def run(loaded, x, weight, bias, residual, norm, upsample, tile=None, shared=None, **moments):
+    def run(loaded, x, weight, bias, residual, norm, upsample, tile=None, shared=None, stream=None, **moments):
         batch, in_channels, height, width = x.shape
         if upsample:
             height, width = 2 * height, 2 * width
@@ -101,7 +101,7 @@ def counting_kernel(record: list[tuple[float, int, int, str]]):
         products = batch * tiles * (chosen + 2) ** 2 * in_channels * out_channels
         direct = batch * height * width * in_channels * out_channels * 9
         started = time.perf_counter()
-        result = original(loaded, x, weight, bias, residual, norm, upsample, tile, shared, **moments)
+        result = original(loaded, x, weight, bias, residual, norm, upsample, tile, shared, stream, **moments)
         if shared is None:
             shared = winograd.uses_shared_schedule(chosen, in_channels, out_channels)
         shape = f"{in_channels}->{out_channels} @{height}x{width} F({chosen})" + (" up" if upsample else "")

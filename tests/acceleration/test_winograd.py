@@ -129,21 +129,22 @@ def g_g_gt(weight: torch.Tensor, tile: int) -> torch.Tensor:
     return torch.einsum("ij,ocjk,lk->ilco", g, weight.double(), g).reshape(-1, weight.shape[1], weight.shape[0])
 
 
+@pytest.mark.parametrize("in_channels", [48, 56], ids=["whole-groups", "a-partial-group"])
 @pytest.mark.parametrize("tile", winograd.TILES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels-last", "transposed view"])
-def test_weight_transform_is_g_g_gt_in_the_kernels_blocks(layout, tile):
-    """Made in C in float32 on every call; any strides are read in place."""
+def test_weight_transform_is_g_g_gt_in_the_kernels_blocks(layout, tile, in_channels):
+    """Made in C in float32 on every call; any strides are read in place, input channels gathered 16 at a time."""
     generator = torch.Generator().manual_seed(11)
     block = winograd.kernel().out_channel_multiple
-    weight = torch.randn(2 * block, 48, 3, 3, generator=generator)
+    weight = torch.randn(2 * block, in_channels, 3, 3, generator=generator)
     if layout == "channels-last":
         weight = weight.contiguous(memory_format=torch.channels_last)
     elif layout == "transposed view":
         weight = weight.transpose(2, 3).contiguous().transpose(2, 3)
     got = winograd.transform_weight(weight, tile=tile)
     points = (tile + 2) ** 2
-    assert got.shape == (points, 2, 48, block) and got.is_contiguous()
-    unblocked = got.permute(0, 2, 1, 3).reshape(points, 48, 2 * block)
+    assert got.shape == (points, 2, in_channels, block) and got.is_contiguous()
+    unblocked = got.permute(0, 2, 1, 3).reshape(points, in_channels, 2 * block)
     expected = g_g_gt(weight, tile)
     assert float((unblocked.double() - expected).abs().max()) <= 1e-6 * float(expected.abs().max())
 
