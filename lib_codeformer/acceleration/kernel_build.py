@@ -65,6 +65,9 @@ class Kernel:
         self.transform = library.winograd_transform_weights
         self.transform.argtypes = [pointer, integer, integer, int64, int64, int64, int64, pointer, integer, integer]
         self.transform.restype = integer
+        self.norm_affine = library.group_norm_affine
+        self.norm_affine.argtypes = [pointer, integer, integer, integer, int64, ctypes.c_double] + [pointer] * 4
+        self.norm_affine.restype = None
         self.pointwise = library.pointwise_conv
         self.pointwise.argtypes = [pointer, int64, integer, pointer, integer, pointer, pointer, pointer, integer]
         self.pointwise.restype = integer
@@ -134,6 +137,9 @@ _loaded: dict[str, Kernel | None] = {}
 # Tuned for the CPU it runs on first; plain optimisation where the compiler has no -march=native.
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
 _COMMON_FLAGS = ["-shared", "-fPIC", "-pthread"]
+# After the source, so that linkers that drop libraries nothing needed yet (--as-needed) keep them: the C math
+# library, for GroupNorm's square root (group_norm_affine).
+_LIBRARIES = ["-lm"]
 _LIBRARY = "winograd.dll" if sys.platform == "win32" else "winograd.so"
 _VERDICT = "verdict.json"
 
@@ -162,7 +168,7 @@ def flag_sets() -> list[list[str]]:
 def compile_command(compiler: list[str] | str, flags: list[str], output: Path) -> list[str]:
     """The command that builds the kernel's shared library with these optimisation flags."""
     prefix = shlex.split(compiler) if isinstance(compiler, str) else list(compiler)
-    return [*prefix, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(output)]
+    return [*prefix, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", str(output), *_LIBRARIES]
 
 
 def _cpu_signature() -> str:
@@ -185,7 +191,8 @@ def build_folder() -> Path:
     """Where this source, built by this compiler with these flags for this CPU, lives in the cache."""
     compiler = compiler_command()
     version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    recipe = [SOURCE.read_bytes(), repr((flag_sets(), _COMMON_FLAGS)).encode(), version.encode(), _cpu_signature().encode()]
+    recipe = [SOURCE.read_bytes(), repr((flag_sets(), _COMMON_FLAGS, _LIBRARIES)).encode(), version.encode()]
+    recipe.append(_cpu_signature().encode())
     key = hashlib.sha256(b"\0".join(recipe)).hexdigest()[:16]
     return default_cache_dir() / "kernels" / f"winograd-{key}"
 

@@ -346,7 +346,8 @@ def _norm_affine(loaded: Kernel, x: Tensor, norm: nn.GroupNorm, moments: Tensor 
     """GroupNorm as a per-image, per-channel ``x * scale + shift`` (float32, (B, C) each).
 
     Statistics as ``nn.GroupNorm`` takes them (biased variance over each
-    group's channels and pixels), accumulated in float64. ``x`` is a
+    group's channels and pixels), accumulated and combined in float64 by the
+    kernel's ``group_norm_affine``. ``x`` is a
     checked, channels-last input; ``moments``, where given, its statistics
     as the convolution that made it gathered them (``output_moments``),
     which spares a pass over the image.
@@ -356,21 +357,25 @@ def _norm_affine(loaded: Kernel, x: Tensor, norm: nn.GroupNorm, moments: Tensor 
         moments = new_moments(batch, channels)
         if loaded.moments(x.data_ptr(), batch, height * width, channels, moments.data_ptr(), max(1, torch.get_num_threads())):
             raise MemoryError("the GroupNorm statistics could not allocate their working buffers")
-    shifted_sum, shifted_squares, shift = moments
-    pixels = height * width
-    # Per channel: mean, and squared deviations about it; then per group by Chan's combination.
-    channel_mean = shift + shifted_sum / pixels
-    channel_deviations = (shifted_squares - shifted_sum.square() / pixels).clamp_min(0.0)
-    per_group = (batch, norm.num_groups, channels // norm.num_groups)
-    group_mean = channel_mean.view(per_group).mean(-1, keepdim=True)
-    spread = pixels * (channel_mean.view(per_group) - group_mean).square()
-    variance = (channel_deviations.view(per_group) + spread).sum(-1, keepdim=True) / (pixels * per_group[2])
-    inverse_std = variance.add(norm.eps).rsqrt().expand(per_group).reshape(batch, channels)
-    mean = group_mean.expand(per_group).reshape(batch, channels)
-    weight = norm.weight.detach().double().cpu() if norm.affine else 1.0
-    bias = norm.bias.detach().double().cpu() if norm.affine else 0.0
-    scale = inverse_std * weight
-    return scale.float().contiguous(), (bias - mean * scale).float().contiguous()
+    scale = torch.empty((batch, channels), dtype=torch.float32)
+    shift = torch.empty((batch, channels), dtype=torch.float32)
+    weight = _affine_parameter(norm.weight if norm.affine else None, channels)
+    bias = _affine_parameter(norm.bias if norm.affine else None, channels)
+    loaded.norm_affine(
+        moments.data_ptr(), batch, channels, norm.num_groups, height * width, float(norm.eps),
+        _pointer(weight), _pointer(bias), scale.data_ptr(), shift.data_ptr(),
+    )  # fmt: skip
+    return scale, shift
+
+
+def _affine_parameter(parameter: Tensor | None, channels: int) -> Tensor | None:
+    """A GroupNorm's weight or bias as the C code reads it: ``channels`` contiguous float32 values on the CPU."""
+    if parameter is None:
+        return None
+    values = parameter.detach().to("cpu", torch.float32).contiguous()
+    if tuple(values.shape) != (channels,):
+        raise ValueError(f"the GroupNorm's parameters {tuple(values.shape)} do not fit {channels} channels")
+    return values
 
 
 def child_self_test(library: str) -> int:

@@ -425,11 +425,12 @@ def test_moments_of_the_wrong_shape_are_refused():
         winograd.conv3x3(x, weight, output_moments=winograd.new_moments(2, 32).float())
 
 
-def test_batch_items_are_normalised_separately():
+@pytest.mark.parametrize("affine", [True, False], ids=["with-parameters", "without-parameters"])
+def test_batch_items_are_normalised_separately(affine):
     generator = torch.Generator().manual_seed(6)
     x = torch.randn(2, 32, 33, 33, generator=generator)
     x[1] = x[1] * 10 + 5
-    norm = random_norm(32, generator)
+    norm = random_norm(32, generator) if affine else nn.GroupNorm(8, 32, affine=False)
     weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
     with torch.inference_mode():
         got = winograd.conv3x3(x, weight, None, norm=norm)

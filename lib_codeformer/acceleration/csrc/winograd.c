@@ -39,6 +39,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__unix__) || defined(__APPLE__)
@@ -994,4 +995,37 @@ int channel_moments(const float *input, int batch, int64_t pixels, int channels,
         for (int c = 0; c < channels; c++) out[values + (int64_t)n * channels + c] = input[(int64_t)n * pixels * channels + c];
     free(partial);
     return failed;
+}
+
+/* GroupNorm as a per-image, per-channel affine map x * scale + shift, from channel_moments' statistics
+ * (moments: [3][batch][channels] sums of (x - shift), of its squares, and the shift, over `pixels` pixels):
+ * per channel the mean and the squared deviations about it, then per group of channels / groups channels
+ * by Chan's combination, the biased variance as nn.GroupNorm takes it, in double. weight and bias (per
+ * channel) may be NULL (no affine parameters). Why in C: the same dozen small tensor operations in PyTorch
+ * cost about a third of a millisecond per convolution, about 17 ms of one face. */
+void group_norm_affine(const double *moments, int batch, int channels, int groups, int64_t pixels, double eps,
+                       const float *weight, const float *bias, float *scale, float *shift) {
+    const int per_group = channels / groups;
+    const double count = (double)pixels;
+    for (int n = 0; n < batch; n++)
+        for (int group = 0; group < groups; group++) {
+            const int64_t first = (int64_t)n * channels + (int64_t)group * per_group;
+            const int64_t values = (int64_t)batch * channels;
+            double mean = 0;
+            for (int c = 0; c < per_group; c++) mean += moments[2 * values + first + c] + moments[first + c] / count;
+            mean /= per_group;
+            double squares = 0;
+            for (int c = 0; c < per_group; c++) {
+                const double sum = moments[first + c], channel_mean = moments[2 * values + first + c] + sum / count;
+                const double deviations = moments[values + first + c] - sum * sum / count;
+                squares += (deviations > 0 ? deviations : 0) + count * (channel_mean - mean) * (channel_mean - mean);
+            }
+            const double inverse_std = 1.0 / sqrt(squares / (count * per_group) + eps);
+            for (int c = 0; c < per_group; c++) {
+                const int channel = group * per_group + c;
+                const double factor = inverse_std * (weight ? (double)weight[channel] : 1.0);
+                scale[first + c] = (float)factor;
+                shift[first + c] = (float)((bias ? (double)bias[channel] : 0.0) - mean * factor);
+            }
+        }
 }
