@@ -41,11 +41,15 @@ __all__ = [
     "transform_weight",
 ]
 
-# Below this many output pixels per image the weight transform (made on every call)
-# outweighs the savings: on the development machine (AVX2) the kernel, transform
-# included, took 4.6 ms against PyTorch's 6.7 ms for 256 channels at 32 x 32, but
-# 11.7 ms against 8.0 ms for 512 channels at 16 x 16.
-MIN_PIXELS = 32 * 32
+# Below this many output pixels per image the weight transform (made on every call) and the
+# few tiles outweigh the savings. GroupNorm + SiLU + convolution, weights not in any cache (as
+# in a pass), AMD Zen 4, 2 threads (2026-12-07): 512 channels at 16 x 16, 6.0 ms against
+# PyTorch's 7.5 (batch of 4: 10.6 against 22.8), 256 channels 1.3 against 1.7, 128 channels
+# 0.46 against 0.49, 64 channels 0.22 against 0.18; at 12 x 12 with 512 channels 4.2 against
+# 4.4, at 8 x 8 with 256 channels 1.1 against 0.65. Before the weight transform gathered the
+# channels-last weights in L1 (a third of its time), 512 channels at 16 x 16 had taken 11.7 ms
+# against 8.0 on an AVX2 Zen 3, and the kernel started at 32 x 32.
+MIN_PIXELS = 16 * 16
 # Tiles of 6 x 6 outputs (F(6x6, 3x3): 1.78 products per pixel instead of 2.25) from this many
 # output pixels per image and up to LARGE_TILE_CHANNELS input channels; elsewhere 4 x 4. On the
 # development machine (AVX2) the larger tile took 47 ms against 52 ms for 64 channels at 512 x 512
