@@ -23,10 +23,12 @@ from .layers import (
     FastConv1x1,
     FastConv3x3,
     FastDownsample,
+    FastGroupNorm,
     FastResnetBlock,
     FastSFTFusion,
     FastUpsample,
     is_plain_conv3x3,
+    is_plain_group_norm,
 )
 
 
@@ -46,7 +48,7 @@ def accelerate(model: nn.Module, *, winograd_kernel: bool = True) -> nn.Module:
         _swap_children(model, use)
         model._codeformer_accelerated = True
     for module in model.modules():
-        if isinstance(module, (FastConv3x3, FastConv1x1)):
+        if isinstance(module, (FastConv3x3, FastConv1x1, FastGroupNorm)):
             module.use_winograd = use
     return cpu_layout(model)
 
@@ -79,7 +81,9 @@ def _swap_children(parent: nn.Module, use: bool) -> None:
 
 
 def _swappable(module: nn.Module) -> bool:
-    return isinstance(module, (ResnetBlock, Upsample, Downsample, SFTFusion)) or is_plain_conv3x3(module)
+    if isinstance(module, (ResnetBlock, Upsample, Downsample, SFTFusion)):
+        return True
+    return is_plain_conv3x3(module) or is_plain_group_norm(module)
 
 
 def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
@@ -93,6 +97,8 @@ def _fast_form(module: nn.Module, use: bool) -> nn.Module | None:
         return FastSFTFusion(module, use_winograd=use)
     if is_plain_conv3x3(module):
         return FastConv3x3.adopt(module, use_winograd=use)
+    if is_plain_group_norm(module):
+        return FastGroupNorm.adopt(module, use_winograd=use)
     return None
 
 

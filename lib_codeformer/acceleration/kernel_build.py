@@ -68,6 +68,10 @@ class Kernel:
         self.norm_affine = library.group_norm_affine
         self.norm_affine.argtypes = [pointer, integer, integer, integer, int64, ctypes.c_double] + [pointer] * 4
         self.norm_affine.restype = None
+        self.direct = library.direct_conv3x3
+        self.direct.argtypes = [pointer, integer, integer, integer, integer, pointer, integer, pointer, pointer, integer, integer]
+        self.direct.restype = integer
+        self.few_outputs = int(library.direct_few_outputs())
         self.pointwise = library.pointwise_conv
         self.pointwise.argtypes = [pointer, int64, integer, pointer, integer, pointer, pointer, pointer, integer]
         self.pointwise.restype = integer

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..network.arch import Downsample, ResnetBlock, SFTFusion, Upsample
-from . import pointwise, winograd
+from . import direct, pointwise, winograd
 from .buffers import pool, poolable
 from .subpixel import upsample2x_conv3x3
 
@@ -91,7 +91,8 @@ def _plus(out: Tensor, residual: Tensor | None) -> Tensor:
 
 
 class FastConv3x3(_KernelConv):
-    """``nn.Conv2d(in, out, 3, padding=1)`` that runs on the Winograd kernel where that is faster.
+    """``nn.Conv2d(in, out, 3, padding=1)`` that runs on the Winograd kernel where that is faster, and on the
+    kernel's direct form where one side has few channels (an RGB image in or out: ``direct``).
 
     ``forward(x, residual, norm=, upsample=)`` computes
     ``conv(upsample(silu(norm(x)))) + residual`` with each step optional.
@@ -114,6 +115,8 @@ class FastConv3x3(_KernelConv):
             return winograd.conv3x3(
                 x, self.weight, self.bias, residual, norm=norm, upsample=upsample, input_moments=input_moments
             )
+        if norm is None and not upsample and self.use_winograd and direct.applies(x, self.weight):
+            return _plus(direct.conv3x3(x, self.weight, self.bias), residual)
         if norm is not None:
             x = F.silu(norm(x), inplace=not torch.is_grad_enabled())
         return _plus(upsample2x_conv3x3(x, self.weight, self.bias) if upsample else super().forward(x), residual)
@@ -144,6 +147,37 @@ class FastConv1x1(_KernelConv):
         if self.use_winograd and pointwise.applies(x, self.weight) and not _tracks_gradient(residual):
             return pointwise.conv1x1(x, self.weight, self.bias, residual)
         return _plus(super().forward(x), residual)
+
+
+def is_plain_group_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is ``nn.GroupNorm`` itself (a subclass may compute something else)."""
+    return type(module) is nn.GroupNorm
+
+
+class FastGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` with its statistics and affine map from the compiled kernel where it applies
+    (``winograd.group_norm``), into recycled channels-last memory. Used where a GroupNorm stands on its own (the
+    encoder's and generator's last, the attention blocks'); the residual blocks' are folded into their
+    convolutions. ``use_winograd`` (the kernel switch, named as the convolutions') is set by ``accelerate``."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *, use_winograd: bool = True):
+        super().__init__(num_groups, num_channels, eps, affine)
+        self.use_winograd = use_winograd
+
+    @classmethod
+    def adopt(cls, norm: nn.GroupNorm, *, use_winograd: bool) -> FastGroupNorm:
+        """One holding ``norm``'s own parameters."""
+        if not is_plain_group_norm(norm):
+            raise ValueError(f"{norm} is not a plain GroupNorm")
+        with torch.device("meta"):
+            fast = cls(norm.num_groups, norm.num_channels, norm.eps, norm.affine, use_winograd=use_winograd)
+        fast.weight, fast.bias = norm.weight, norm.bias
+        return fast
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.use_winograd and winograd.normalises(x, self):
+            return winograd.group_norm(x, self)
+        return super().forward(x)
 
 
 def _tracks_gradient(residual: Tensor | None) -> bool:

@@ -19,13 +19,12 @@ network's outputs like the direct path).
 from __future__ import annotations
 
 import ctypes
-import functools
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .buffers import pool
+from .cpu_caches import last_level_cache_bytes
 from .kernel_build import SOURCE, Kernel, available, enabled_by_environment, kernel, kernel_for
 
 __all__ = [
@@ -36,8 +35,10 @@ __all__ = [
     "child_self_test",
     "conv3x3",
     "enabled_by_environment",
+    "group_norm",
     "kernel",
     "new_moments",
+    "normalises",
     "transform_weight",
 ]
 
@@ -66,11 +67,6 @@ TILES = (4, 6)
 # 64 x 64; with fewer channels it was slower (27 against 16 ms for 128 channels at 128 x 128: its
 # group's input and products are read from L3 instead of one core's L2).
 SHARED_SCHEDULE_BYTES = 8 << 20
-# The last-level cache assumed where the system does not say (Windows, macOS): 32 MiB, an AMD CCX's L3. Outputs
-# from its size on are written with streaming stores (see last_level_cache_bytes).
-DEFAULT_LAST_LEVEL_CACHE_BYTES = 32 << 20
-# Where Linux lists each cache of the first CPU (level, size): what lscpu reads.
-CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 # Input channels must be a multiple of this: the kernel reads channels a vector (<= 16 floats) at a time.
 CHANNEL_MULTIPLE = 16
 # The C code takes sizes as int: keep every size and product it forms far from 2^31.
@@ -258,31 +254,39 @@ def run(
     return out.permute(0, 3, 1, 2)
 
 
-@functools.lru_cache(maxsize=1)
-def last_level_cache_bytes(caches: Path = CPU_CACHES) -> int:
-    """The size of the CPU's largest cache level (L3 on current x86-64 CPUs), from Linux's listing; else 32 MiB.
+def normalises(x: Tensor, norm: nn.GroupNorm) -> bool:
+    """Whether ``group_norm(x, norm)`` may run on the kernel: a CPU float32 image whose channels fill its vectors."""
+    loaded = kernel()
+    return (
+        loaded is not None
+        and isinstance(x, Tensor)
+        and x.dim() == 4
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.numel() > 0
+        and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in norm.parameters())))
+        and norm.num_channels == x.shape[1]
+        and x.shape[1] % loaded.vector_floats == 0
+        and max(x.shape) <= _MAX_SIDE
+    )
 
-    Why: outputs at least this large are written with streaming stores. The
-    next layer reads such an output from its first pixel on and finds none
-    of it in the caches anyway, while an ordinary store first reads each
-    line from memory (write-allocate): a third of a layer's memory traffic
-    with a residual, half without. Smaller outputs stay in the cache for the
-    next layer. Measured on AMD Zen 4 (32 MiB L3, 2 cores, 2026-12-07), one
-    face, medians of passes alternating in one process: 1748 ms with
-    streaming from 32 MiB against 1891 without; 1713 from 32 MiB, 1742 from
-    64 MiB, 1791 from 8 MiB. Not glibc's ``sysconf(_SC_LEVEL3_CACHE_SIZE)``:
-    on that machine (a virtual one) it said 320 MiB.
+
+def group_norm(x: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """``norm(x)`` for an ``x`` that ``normalises`` accepts: channels-last, in recycled memory.
+
+    Why: PyTorch's GroupNorm of a channels-last image took 20.7 ms for
+    CodeFormer's last one (64 channels at 512 x 512, 2 Zen 4 cores); the
+    kernel's statistics (one pass) and one multiply-add per value (PyTorch's
+    ``addcmul``, one more) take about a third of that.
     """
-    levels: dict[int, int] = {}
-    for entry in caches.glob("index[0-9]*"):
-        try:
-            level = int((entry / "level").read_text())
-            text = (entry / "size").read_text().strip().upper()
-            size = int(text.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
-        except (OSError, ValueError):
-            continue
-        levels[level] = max(levels.get(level, 0), size)
-    return levels[max(levels)] if levels else DEFAULT_LAST_LEVEL_CACHE_BYTES
+    loaded = kernel()
+    if loaded is None:
+        raise RuntimeError("the Winograd kernel is not available here; check winograd.normalises() first")
+    batch, channels, height, width = (int(size) for size in x.shape)
+    x = x.contiguous(memory_format=torch.channels_last)
+    scale, shift = _norm_affine(loaded, x, norm)
+    out = pool.empty((batch, height, width, channels)).permute(0, 3, 1, 2)
+    return torch.addcmul(shift.view(batch, channels, 1, 1), x, scale.view(batch, channels, 1, 1), out=out)
 
 
 def new_moments(batch: int, channels: int) -> Tensor:
@@ -393,12 +397,12 @@ def child_self_test(library: str) -> int:
 
 def self_test(loaded: Kernel) -> str:
     """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules, with
-    and without streaming stores;
+    and without streaming stores; the direct form from and to RGB images;
     for the 1x1 convolution a pixel count that is no multiple of the micro-kernel's rows and more input channels than
     one chunk of weights); '' when it agrees."""
     import torch.nn.functional as F
 
-    from . import pointwise
+    from . import direct, pointwise
 
     generator = torch.Generator().manual_seed(0)
     channels, out_channels = 32, loaded.out_channel_multiple
@@ -422,10 +426,19 @@ def self_test(loaded: Kernel) -> str:
             expected_1x1 = F.conv2d(pixels.double(), projection.double(), bias.repeat(2).double()) + other_branch.double()
             in_place = other_branch.contiguous(memory_format=torch.channels_last)
             result_1x1 = pointwise.run(loaded, pixels, projection, bias.repeat(2), in_place)
+            # The direct form, both ways: an RGB image in, and one out (a partial group of pixels at each row's end).
+            rgb = torch.randn(2, 3, 9, 14, generator=generator)
+            to_rgb = torch.randn(3, channels, 3, 3, generator=generator) / 12
+            direct_cases = [(rgb, weight[:, :3].contiguous()), (x, to_rgb)]
+            expected_direct = [F.conv2d(image.double(), filters.double(), padding=1) for image, filters in direct_cases]
+            results_direct = [direct.run(loaded, image, filters, None) for image, filters in direct_cases]
     except MemoryError as error:
         return str(error)
     difference = max(float((got.double() - expected).abs().max()) for got in results)
     if difference >= 1e-4:
         return f"its self-test differs from PyTorch's convolution by {difference:.2e}"
     difference = float((result_1x1.double() - expected_1x1).abs().max())
-    return "" if difference < 1e-4 else f"its self-test differs from PyTorch's 1x1 convolution by {difference:.2e}"
+    if difference >= 1e-4:
+        return f"its self-test differs from PyTorch's 1x1 convolution by {difference:.2e}"
+    difference = max(float((got.double() - want).abs().max()) for got, want in zip(results_direct, expected_direct, strict=True))
+    return "" if difference < 1e-4 else f"its self-test differs from PyTorch's direct convolution by {difference:.2e}"

@@ -237,19 +237,6 @@ def test_outputs_larger_than_the_last_level_cache_are_streamed(monkeypatch):
     assert streamed == [True, False]
 
 
-def test_the_last_level_cache_is_read_from_linuxs_listing(tmp_path):
-    """The largest level's size, as lscpu reports it; 32 MiB where nothing is listed or a listing is unreadable."""
-    listing = {"index0": ("1", "48K"), "index2": ("2", "2048K"), "index3": ("3", "105M"), "index9": ("x", "1G")}
-    for name, (level, size) in listing.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "level").write_text(level + "\n")
-        (tmp_path / name / "size").write_text(size + "\n")
-    assert winograd.last_level_cache_bytes.__wrapped__(tmp_path) == 105 << 20
-    assert winograd.last_level_cache_bytes.__wrapped__(tmp_path / "absent") == 32 << 20
-    if winograd.CPU_CACHES.exists():
-        assert winograd.last_level_cache_bytes() >= 1 << 20
-
-
 def test_streaming_into_an_unaligned_output_falls_back_to_ordinary_stores():
     """Streaming stores need outputs aligned to the vector; the kernel checks, whatever its caller asks."""
     loaded = winograd.kernel()

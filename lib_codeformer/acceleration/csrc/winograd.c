@@ -1029,3 +1029,179 @@ void group_norm_affine(const double *moments, int batch, int channels, int group
             }
         }
 }
+
+/* Direct 3x3 convolutions (stride 1, zero padding 1, channels-last) of layers with few channels on one side,
+ * which Winograd's tiles do not suit: a network's first layer, from an RGB image (3 -> 64 channels in CodeFormer),
+ * and its last, to one (64 -> 3). PyTorch's (oneDNN) took 19.5 and 24.8 ms for those at 512 x 512 on 2 Zen 4
+ * cores, at about a fifth of the multiply-add rate it reaches elsewhere: its vectors run along channels that are
+ * not there.
+ *
+ * Few inputs: the micro-kernel's ROWS pixels x CO_BLOCK output channels held in registers, one tap at a time
+ * (weights [out_channels / CO_BLOCK][9][in_channels][CO_BLOCK]), as the products stage does with a point.
+ * Few outputs: vectors along the input channels (a multiple of VEC), a sum per pixel and output channel added
+ * up across its lanes at the end (weights [out_channels][9][in_channels]). Each thread takes whole output rows. */
+#define MAX_FEW_OUTPUTS 4   /* output channels the few-outputs form keeps in registers per pixel */
+#define FEW_OUTPUT_PIXELS 6 /* pixels it computes at once, each input vector loaded once per tap for all outputs */
+
+typedef struct {
+    const float *input, *weights, *bias;
+    float *output;
+    int height, width, in_channels, out_channels;
+    int stream;                 /* the output goes to memory with streaming stores (few inputs) */
+    int64_t first_row, end_row; /* over batch x height */
+} direct_job_t;
+
+/* Sum of a vector's lanes. */
+static inline float lanes_sum(vec v) {
+#if defined(__AVX512F__)
+    return _mm512_reduce_add_ps((__m512)v);
+#else
+    float sum = 0;
+    for (int lane = 0; lane < VEC; lane++) sum += v[lane];
+    return sum;
+#endif
+}
+
+/* Whether direct_conv3x3 computes these channel counts in its few-inputs form (else few outputs). */
+static int few_inputs_form(int out_channels) { return out_channels % CO_BLOCK == 0 && out_channels > MAX_FEW_OUTPUTS; }
+
+/* Columns first_x .. first_x + count - 1 of input rows y - 1 .. y + 1 of image n into rows ([3][count][C]), zero
+ * outside the image. */
+static void copy_direct_rows(const direct_job_t *job, int n, int y, int first_x, int count, float *rows) {
+    const int C = job->in_channels, H = job->height, W = job->width;
+    memset(rows, 0, sizeof(float) * 3 * (int64_t)count * C);
+    const int x0 = first_x < 0 ? 0 : first_x, x1 = first_x + count > W ? W : first_x + count;
+    for (int r = 0; r < 3; r++) {
+        const int source_y = y - 1 + r;
+        if (source_y >= 0 && source_y < H && x1 > x0)
+            memcpy(rows + ((int64_t)r * count + x0 - first_x) * C, job->input + (((int64_t)n * H + source_y) * W + x0) * C,
+                   sizeof(float) * (int64_t)(x1 - x0) * C);
+    }
+}
+
+/* An output row in the few-inputs form: ROWS pixels x CO_BLOCK output channels at a time, from a zero-bordered
+ * copy of its three input rows (few channels: a few KiB). */
+static void few_inputs_row(const direct_job_t *job, int n, int y, float *rows, float *out_row) {
+    const int C = job->in_channels, K = job->out_channels, W = job->width, columns = W + 2 + ROWS;
+    copy_direct_rows(job, n, y, -1, columns, rows);
+    for (int x0 = 0; x0 < W; x0 += ROWS) {
+        const int count = W - x0 < ROWS ? W - x0 : ROWS;
+        for (int co = 0; co < K; co += CO_BLOCK) {
+            vec acc[ROWS][NV];
+            for (int r = 0; r < ROWS; r++)
+                for (int v = 0; v < NV; v++) acc[r][v] = job->bias ? load(job->bias + co + v * VEC) : (vec){0};
+            const float *U = job->weights + (int64_t)(co / CO_BLOCK) * 9 * C * CO_BLOCK;
+            for (int tap = 0; tap < 9; tap++)
+                multiply_rows(acc, rows + ((int64_t)(tap / 3) * columns + x0 + tap % 3) * C, C, U + (int64_t)tap * C * CO_BLOCK, 0,
+                              C);
+            for (int r = 0; r < count; r++)
+                for (int v = 0; v < NV; v++) {
+                    float *at = out_row + (int64_t)(x0 + r) * K + co + v * VEC;
+                    if (job->stream)
+                        store_streaming(at, acc[r][v]);
+                    else
+                        store(at, acc[r][v]);
+                }
+        }
+    }
+}
+
+/* FEW_OUTPUT_PIXELS pixels from x0, output channels k0 .. k0 + outputs - 1; source[r]: input row y - 1 + r from
+ * column x0 - 1 on, NULL where that row is outside the image. One copy per number of outputs, so that the sums
+ * and the weights stay in registers. */
+SPECIALISED void few_outputs_step_of(const direct_job_t *job, const float *const source[3], int x0, int count, int k0,
+                                     const int outputs, float *out_row) {
+    const int C = job->in_channels, K = job->out_channels;
+    vec acc[FEW_OUTPUT_PIXELS][MAX_FEW_OUTPUTS];
+    for (int p = 0; p < FEW_OUTPUT_PIXELS; p++)
+        for (int k = 0; k < outputs; k++) acc[p][k] = (vec){0};
+    for (int tap = 0; tap < 9; tap++) {
+        if (!source[tap / 3]) continue;
+        const float *first = source[tap / 3] + (int64_t)(tap % 3) * C;
+        for (int c = 0; c < C; c += VEC) {
+            vec u[MAX_FEW_OUTPUTS];
+            for (int k = 0; k < outputs; k++) u[k] = load(job->weights + ((int64_t)(k0 + k) * 9 + tap) * C + c);
+            for (int p = 0; p < FEW_OUTPUT_PIXELS; p++) {
+                const vec value = load(first + (int64_t)p * C + c);
+                for (int k = 0; k < outputs; k++) acc[p][k] += value * u[k];
+            }
+        }
+    }
+    for (int p = 0; p < count; p++)
+        for (int k = 0; k < outputs; k++)
+            out_row[(int64_t)(x0 + p) * K + k0 + k] = lanes_sum(acc[p][k]) + (job->bias ? job->bias[k0 + k] : 0.0f);
+}
+
+static void few_outputs_step(const direct_job_t *job, const float *const source[3], int x0, int count, int k0, int outputs,
+                             float *out_row) {
+    switch (outputs) {
+    case 1: few_outputs_step_of(job, source, x0, count, k0, 1, out_row); break;
+    case 2: few_outputs_step_of(job, source, x0, count, k0, 2, out_row); break;
+    case 3: few_outputs_step_of(job, source, x0, count, k0, 3, out_row); break;
+    default: few_outputs_step_of(job, source, x0, count, k0, MAX_FEW_OUTPUTS, out_row);
+    }
+}
+
+/* An output row in the few-outputs form. Its input rows are read where they lie (many channels: a 512 x 512 x
+ * 64 image is 64 MiB, and copying three rows per output row took more time than the arithmetic), but for the
+ * pixel groups at the image's left and right edges, which read a zero-bordered copy of their columns. */
+static void few_outputs_row(const direct_job_t *job, int n, int y, float *edge, float *out_row) {
+    const int C = job->in_channels, H = job->height, W = job->width, K = job->out_channels, span = FEW_OUTPUT_PIXELS + 2;
+    for (int x0 = 0; x0 < W; x0 += FEW_OUTPUT_PIXELS) {
+        const int count = W - x0 < FEW_OUTPUT_PIXELS ? W - x0 : FEW_OUTPUT_PIXELS;
+        const float *source[3];
+        if (x0 >= 1 && x0 + span - 1 <= W) {
+            for (int r = 0; r < 3; r++) {
+                const int source_y = y - 1 + r;
+                source[r] = source_y < 0 || source_y >= H ? NULL : job->input + (((int64_t)n * H + source_y) * W + x0 - 1) * C;
+            }
+        } else {
+            copy_direct_rows(job, n, y, x0 - 1, span, edge);
+            for (int r = 0; r < 3; r++) source[r] = edge + (int64_t)r * span * C;
+        }
+        for (int k0 = 0; k0 < K; k0 += MAX_FEW_OUTPUTS)
+            few_outputs_step(job, source, x0, count, k0, K - k0 < MAX_FEW_OUTPUTS ? K - k0 : MAX_FEW_OUTPUTS, out_row);
+    }
+}
+
+static void *run_direct(void *arg) {
+    const direct_job_t *job = arg;
+    const int H = job->height, W = job->width, few_inputs = few_inputs_form(job->out_channels);
+    const int64_t floats = 3 * (int64_t)(few_inputs ? W + 2 + ROWS : FEW_OUTPUT_PIXELS + 2) * job->in_channels;
+    float *rows = malloc(sizeof(float) * floats);
+    if (!rows) return (void *)1;
+    for (int64_t image_row = job->first_row; image_row < job->end_row; image_row++) {
+        const int n = (int)(image_row / H), y = (int)(image_row % H);
+        float *out_row = job->output + image_row * W * job->out_channels;
+        if (few_inputs)
+            few_inputs_row(job, n, y, rows, out_row);
+        else
+            few_outputs_row(job, n, y, rows, out_row);
+    }
+    free(rows);
+    if (job->stream) fence_streaming();
+    return NULL;
+}
+
+/* output = conv3x3(input) + bias for images with few input channels (out_channels a multiple of CO_BLOCK and
+ * above MAX_FEW_OUTPUTS; weights [out_channels / CO_BLOCK][9][in_channels][CO_BLOCK]) or else few output
+ * channels (any number, MAX_FEW_OUTPUTS per pass; in_channels a multiple of VEC; weights
+ * [out_channels][9][in_channels]). stream: the few-inputs form writes the output with streaming stores, where it
+ * is aligned to the vector's size (the caller asks for them as for winograd_conv3x3). Returns nonzero if a
+ * thread's working rows could not be allocated. */
+int direct_conv3x3(const float *input, int batch, int height, int width, int in_channels, const float *weights,
+                   int out_channels, const float *bias, float *output, int stream, int threads) {
+    const int64_t rows = (int64_t)batch * height;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > rows) threads = (int)rows;
+    if (threads < 1) threads = 1;
+    stream = stream && (uintptr_t)output % (VEC * sizeof(float)) == 0;
+    direct_job_t jobs[MAX_THREADS];
+    for (int i = 0; i < threads; i++)
+        jobs[i] = (direct_job_t){input, weights, bias, output, height, width, in_channels, out_channels, stream,
+                                 rows * i / threads, rows * (i + 1) / threads};
+    return run_parallel(run_direct, jobs, sizeof(direct_job_t), threads);
+}
+
+/* The most output channels the few-outputs form of direct_conv3x3 takes in one pass over the pixels. */
+int direct_few_outputs(void) { return MAX_FEW_OUTPUTS; }
