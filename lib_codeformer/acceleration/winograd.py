@@ -60,13 +60,16 @@ MIN_PIXELS = 16 * 16
 LARGE_TILE_PIXELS = 128 * 128
 LARGE_TILE_CHANNELS = 128
 TILES = (4, 6)
-# The kernel's shared schedule (see the C file) from this size of transformed weights (9.4 MB for
-# 256 -> 256 channels in 4 x 4 tiles). On the development machine (AVX2 Zen 3, 32 MiB L3) it took
-# 18 ms against 31 ms for 512 channels upsampled to 32 x 32, 14 against 20 ms for 512 -> 256 at
-# 32 x 32 and 28 against 45-52 ms for a batch of 4 of them, the same (18 ms) for 256 channels at
-# 64 x 64; with fewer channels it was slower (27 against 16 ms for 128 channels at 128 x 128: its
-# group's input and products are read from L3 instead of one core's L2).
-SHARED_SCHEDULE_BYTES = 8 << 20
+# The kernel's shared schedule (see the C file) from this size of transformed weights (18.9 MB for
+# 512 -> 256 channels in 4 x 4 tiles). On an AVX2 Zen 3 (32 MiB L3) it took 18 ms against 31 ms for
+# 512 channels upsampled to 32 x 32, 14 against 20 ms for 512 -> 256 at 32 x 32 and 28 against
+# 45-52 ms for a batch of 4 of them, the same (18 ms) for 256 channels at 64 x 64; with fewer
+# channels it was slower (27 against 16 ms for 128 channels at 128 x 128: its group's input and
+# products are read from L3 instead of one core's L2). On an AVX-512 Zen 4 (2026-12-07, weights
+# not in any cache), 256 channels at 64 x 64 took 10.3 ms against 8.9 with per-thread blocks
+# (batch of 4: 37.5 against 30.4), at 32 x 32 the same, 512 channels at 16 x 16 4.8 against 6.0:
+# from 16 MiB instead of 8 (which took 256 channels too), one face 1586 ms against 1626.
+SHARED_SCHEDULE_BYTES = 16 << 20
 # Input channels must be a multiple of this: the kernel reads channels a vector (<= 16 floats) at a time.
 CHANNEL_MULTIPLE = 16
 # The C code takes sizes as int: keep every size and product it forms far from 2^31.
