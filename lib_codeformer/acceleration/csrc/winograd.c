@@ -879,6 +879,19 @@ static void pointwise_step(const pointwise_job_t *job, const float *rows, const 
         for (int v = 0; v < NV; v++) store(out + (int64_t)r * K + co + v * VEC, acc[r][v]);
 }
 
+/* Share `part` of `parts` of `lines` cache lines from `start` prefetched toward L2 (to be written, where `write`).
+ * Why: the 1x1 convolutions stream their input and residual from memory once, and the next step's rows,
+ * prefetched while this step's products run, are in cache when it starts; the hardware's own prefetchers had
+ * left a 128 -> 64 channel layer at 512 x 512 at 35 ms instead of 28 (2 Zen 4 cores). */
+static inline void prefetch_share(const float *start, int64_t lines, int64_t part, int64_t parts, int write) {
+    for (int64_t line = lines * part / parts; line < lines * (part + 1) / parts; line++) {
+        if (write)
+            __builtin_prefetch(start + line * LINE_FLOATS, 1, 1);
+        else
+            __builtin_prefetch(start + line * LINE_FLOATS, 0, 1);
+    }
+}
+
 static void *run_pointwise(void *arg) {
     const pointwise_job_t *job = arg;
     const int C = job->in_channels, K = job->out_channels;
@@ -889,11 +902,20 @@ static void *run_pointwise(void *arg) {
     for (int64_t first = job->first_pixel; first < job->end_pixel; first += POINTWISE_PIXELS) {
         const int64_t end = first + POINTWISE_PIXELS < job->end_pixel ? first + POINTWISE_PIXELS : job->end_pixel;
         const int64_t whole = first + (end - first) / ROWS * ROWS, left = end - whole;
+        const int64_t next_end = end + POINTWISE_PIXELS < job->end_pixel ? end + POINTWISE_PIXELS : job->end_pixel;
+        const int64_t input_lines = (next_end - end) * C / LINE_FLOATS;
+        const int64_t residual_lines = job->residual ? (next_end - end) * K / LINE_FLOATS : 0, steps = (whole - first) / ROWS;
         for (int co = 0; co < K; co += CO_BLOCK)
             for (int c0 = 0; c0 < C; c0 += CHUNK)
-                for (int64_t p = first; p < whole; p += ROWS)
+                for (int64_t p = first; p < whole; p += ROWS) {
+                    if (co == 0 && c0 == 0) {
+                        const int64_t step = (p - first) / ROWS;
+                        prefetch_share(job->input + end * C, input_lines, step, steps, 0);
+                        if (job->residual) prefetch_share(job->residual + end * K, residual_lines, step, steps, 1);
+                    }
                     pointwise_step(job, job->input + p * C, job->residual ? job->residual + p * K : NULL, job->output + p * K,
                                    co, c0, c0 + CHUNK < C ? c0 + CHUNK : C);
+                }
         if (left == 0) continue;
         memset(tail, 0, sizeof(float) * ROWS * ((int64_t)C + K));
         memcpy(tail, job->input + whole * C, sizeof(float) * left * C);
