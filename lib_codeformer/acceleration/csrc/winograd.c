@@ -1055,8 +1055,8 @@ void group_norm_affine(const double *moments, int batch, int channels, int group
 /* Direct 3x3 convolutions (stride 1, zero padding 1, channels-last) of layers with few channels on one side,
  * which Winograd's tiles do not suit: a network's first layer, from an RGB image (3 -> 64 channels in CodeFormer),
  * and its last, to one (64 -> 3). PyTorch's (oneDNN) took 19.5 and 24.8 ms for those at 512 x 512 on 2 Zen 4
- * cores, at about a fifth of the multiply-add rate it reaches elsewhere: its vectors run along channels that are
- * not there.
+ * cores, 0.2 and 0.16 of their peak multiply-add rate (its other convolutions reach 0.6-0.9): its vectors run
+ * along channels that are not there.
  *
  * Few inputs: the micro-kernel's ROWS pixels x CO_BLOCK output channels held in registers, one tap at a time
  * (weights [out_channels / CO_BLOCK][9][in_channels][CO_BLOCK]), as the products stage does with a point.
