@@ -36,3 +36,10 @@ def require_winograd() -> None:
         if os.environ.get("CODEFORMER_REQUIRE_FAST_CONV"):
             pytest.fail("the Winograd kernel is required here (CODEFORMER_REQUIRE_FAST_CONV is set) but is not available")
         pytest.skip("no C compiler here: the fast convolutions cannot be built")
+
+
+def kernel_block() -> int:
+    """The output channels the kernel's micro-kernel takes at a time (16 on AVX2, 64 on AVX-512): layers' sizes in tests."""
+    from lib_codeformer.acceleration import kernel_build
+
+    return kernel_build.kernel().out_channel_multiple

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from support import kernel_block as block
 from support import require_winograd
 from torch import nn
 
@@ -25,18 +26,6 @@ SIDE = round(direct.MIN_PIXELS**0.5)
 @pytest.fixture(autouse=True)
 def kernel_required():
     require_winograd()
-
-
-@pytest.fixture
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
-def block() -> int:
-    return kernel_build.kernel().out_channel_multiple
 
 
 def make(batch, in_channels, out_channels, height, width, seed=0):

@@ -168,19 +168,26 @@ def test_the_larger_tile_is_used_where_it_pays(monkeypatch):
     assert tiles == [6, 4, 4]
 
 
-def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
-    """Layers whose transformed weights reach SHARED_SCHEDULE_BYTES (256 -> 256 channels and up) share one
-    group of tiles between the threads; smaller ones keep per-thread blocks (measured faster there)."""
+def record_conv_flag(monkeypatch, name: str) -> list[bool]:
+    """A spy on the kernel's winograd_conv3x3: the flag ``name`` ("shared" or "stream") of each call, in order."""
+    position = {"shared": -5, "stream": -4}[name]  # (..., tile, shared, stream, moments, threads, workspace)
     loaded = winograd.kernel()
-    schedules = []
+    recorded: list[bool] = []
     conv = loaded.conv
 
     def spy(*arguments):
-        schedules.append(bool(arguments[-5]))  # (..., tile, shared, stream, moments, threads, workspace)
+        recorded.append(bool(arguments[position]))
         return conv(*arguments)
 
     monkeypatch.setattr(loaded, "conv", spy)
-    block = loaded.out_channel_multiple
+    return recorded
+
+
+def test_the_shared_schedule_is_used_for_large_transformed_weights(monkeypatch):
+    """Layers whose transformed weights reach SHARED_SCHEDULE_BYTES (512 -> 256 channels and up) share one
+    group of tiles between the threads; smaller ones keep per-thread blocks (measured faster there)."""
+    schedules = record_conv_flag(monkeypatch, "shared")
+    block = winograd.kernel().out_channel_multiple
     big = math.ceil((winograd.SHARED_SCHEDULE_BYTES / (36 * 4)) ** 0.5 / block) * block  # in = out, 4 x 4 tiles
     assert winograd.transformed_bytes(4, big, big) >= winograd.SHARED_SCHEDULE_BYTES
     assert winograd.transformed_bytes(4, big - block, big - block) < winograd.SHARED_SCHEDULE_BYTES
@@ -220,16 +227,8 @@ def test_streaming_stores_write_the_same_output(fused, shared):
 
 def test_outputs_larger_than_the_last_level_cache_are_streamed(monkeypatch):
     """By default the output is streamed from the last-level cache's size on, not below."""
-    loaded = winograd.kernel()
-    streamed = []
-    conv = loaded.conv
-
-    def spy(*arguments):
-        streamed.append(bool(arguments[-4]))  # (..., tile, shared, stream, moments, threads, workspace)
-        return conv(*arguments)
-
-    monkeypatch.setattr(loaded, "conv", spy)
-    channels = loaded.out_channel_multiple
+    streamed = record_conv_flag(monkeypatch, "stream")
+    channels = winograd.kernel().out_channel_multiple
     monkeypatch.setattr(winograd, "last_level_cache_bytes", lambda: channels * 4 * 32 * 32)
     with torch.inference_mode():
         for side in (32, 31):
