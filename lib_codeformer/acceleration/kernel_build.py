@@ -53,7 +53,7 @@ class Kernel:
     def __init__(self, library: ctypes.CDLL) -> None:
         pointer, integer, int64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
         self.conv = library.winograd_conv3x3
-        self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
+        self.conv.argtypes = [pointer, integer, integer, integer, integer, integer, integer, pointer, pointer, pointer, integer]
         self.conv.argtypes += [pointer, pointer, pointer, integer, integer, integer, pointer, integer, pointer]
         self.conv.restype = integer
         self.workspace_floats = library.winograd_workspace_floats

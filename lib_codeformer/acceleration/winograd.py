@@ -135,6 +135,7 @@ def conv3x3(
     *,
     norm: nn.GroupNorm | None = None,
     upsample: bool = False,
+    reflect: bool = False,
     tile: int | None = None,
     shared: bool | None = None,
     stream: bool | None = None,
@@ -145,7 +146,10 @@ def conv3x3(
 
     ``produce`` is, in this order, ``silu(norm(x))`` when ``norm`` is given
     and 2x nearest-neighbour upsampling when ``upsample``; both are computed
-    on the fly inside the convolution. The result is channels-last, like
+    on the fly inside the convolution. ``reflect``: the produced input is
+    padded by reflection (``F.pad(..., (1, 1, 1, 1), mode="reflect")``, as
+    facexlib's ParseNet pads) instead of with zeros; it needs at least 2 x 2
+    pixels. The result is channels-last, like
     PyTorch's convolution of a channels-last input. ``tile``: the output
     tile's side, 4 or 6; by default 6 where it is faster (from
     ``LARGE_TILE_PIXELS`` output pixels, up to ``LARGE_TILE_CHANNELS`` input
@@ -176,6 +180,7 @@ def conv3x3(
         tile,
         shared,
         stream,
+        reflect=reflect,
         input_moments=input_moments,
         output_moments=output_moments,
     )
@@ -193,6 +198,7 @@ def run(
     shared: bool | None = None,
     stream: bool | None = None,
     *,
+    reflect: bool = False,
     input_moments: Tensor | None = None,
     output_moments: Tensor | None = None,
 ) -> Tensor:
@@ -200,6 +206,8 @@ def run(
     batch, in_channels, height, width = _checked_input(x)
     if upsample:
         height, width = 2 * height, 2 * width
+    if reflect and min(height, width) < 2:
+        raise ValueError(f"reflection padding needs at least 2 x 2 pixels (got {height} x {width})")
     if not (isinstance(weight, Tensor) and weight.dim() == 4 and weight.shape[0] > 0 and weight.shape[1] == in_channels):
         raise ValueError(f"weights {_shape(weight)} are not (out_channels, {in_channels}, 3, 3) filters for this input")
     out_channels = int(weight.shape[0])
@@ -238,6 +246,7 @@ def run(
         width,
         in_channels,
         int(upsample),
+        int(reflect),
         _pointer(scale),
         _pointer(shift),
         transformed.data_ptr(),
@@ -400,7 +409,7 @@ def child_self_test(library: str) -> int:
 
 def self_test(loaded: Kernel) -> str:
     """Compare with PyTorch on awkward sizes (partial tiles of both sizes, batch 2, every fused step, both schedules, with
-    and without streaming stores; the direct form from and to RGB images;
+    and without streaming stores, reflection padding; the direct form from and to RGB images;
     for the 1x1 convolution a pixel count that is no multiple of the micro-kernel's rows and more input channels than
     one chunk of weights); '' when it agrees."""
     import torch.nn.functional as F
@@ -423,6 +432,9 @@ def self_test(loaded: Kernel) -> str:
             expected = F.conv2d(produced, weight.double(), bias.double(), padding=1) + residual.double()
             schedules = [(tile, shared, stream) for tile in TILES for shared in (False, True) for stream in (False, True)]
             results = [run(loaded, x, weight, bias, residual, norm, True, *schedule) for schedule in schedules]
+            unit = (x - 1) / 3  # about the normalised inputs' scale, as the absolute bound below assumes
+            reflected = F.conv2d(F.pad(unit.double(), (1, 1, 1, 1), mode="reflect"), weight.double(), bias.double())
+            results_reflected = [run(loaded, unit, weight, bias, None, None, False, tile, reflect=True) for tile in TILES]
             pixels = torch.randn(2, 272, 5, 7, generator=generator)
             projection = torch.randn(2 * out_channels, 272, 1, 1, generator=generator) / 16
             other_branch = torch.randn(2, 2 * out_channels, 5, 7, generator=generator)
@@ -438,6 +450,7 @@ def self_test(loaded: Kernel) -> str:
     except MemoryError as error:
         return str(error)
     difference = max(float((got.double() - expected).abs().max()) for got in results)
+    difference = max([difference] + [float((got.double() - reflected).abs().max()) for got in results_reflected])
     if difference >= 1e-4:
         return f"its self-test differs from PyTorch's convolution by {difference:.2e}"
     difference = float((result_1x1.double() - expected_1x1).abs().max())

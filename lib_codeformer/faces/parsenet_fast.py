@@ -9,9 +9,10 @@ rebuilds it from the loaded model, changing only how it is computed:
   and activation compute is dropped;
 - the parameters are stored channels-last on the CPU;
 - each stride-1 3x3 convolution of a reflection-padded input runs on the
-  Winograd kernel where it applies: the kernel's zero-padded convolution of
-  the reflection-padded input, whose interior is exactly the unpadded
-  convolution that ParseNet computes;
+  Winograd kernel where it applies, which reads the unpadded (and not yet
+  upsampled) input and reflects it at the edges itself: no padded copy of
+  the image, and no border of outputs computed to be thrown away (at 32 x 32
+  a fifth of the tiles);
 - the image head (``out_img_conv``), whose output the mask does not use,
   is not run.
 
@@ -52,7 +53,20 @@ class FastParseConv(nn.Module):
         self.activation = activation if isinstance(activation, nn.Module) else None
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.pads_on_the_kernel(x):
+            out = winograd.conv3x3(x, self.conv.weight, self.conv.bias, upsample=self.upsample, reflect=True)
+            return self.finish(out, residual)
         return self.convolve(self.prepare(x), residual)
+
+    def pads_on_the_kernel(self, x: Tensor) -> bool:
+        """Whether this layer runs on the Winograd kernel from the unpadded ``x`` (the kernel pads by reflection)."""
+        conv = self.conv
+        return (
+            isinstance(conv, FastConv3x3)
+            and conv.use_winograd
+            and min(x.shape[-2:]) >= 2
+            and winograd.applies(x, conv.weight, upsample=self.upsample)
+        )
 
     def prepare(self, x: Tensor) -> Tensor:
         """The convolution's input: ``x`` upsampled if the layer does, reflection-padded."""
@@ -65,12 +79,13 @@ class FastParseConv(nn.Module):
     def convolve(self, padded: Tensor, residual: Tensor | None = None) -> Tensor:
         """The rest of the layer, from ``prepare``'s result; ``residual`` is added to the result."""
         conv = self.conv
-        if not isinstance(conv, FastConv3x3):
-            out = conv(padded)  # unpadded, strided or not 3x3: PyTorch's convolution (as a module, seen by profilers)
-        elif conv.use_winograd and winograd.applies(padded, conv.weight):
-            out = conv(padded)[:, :, 1:-1, 1:-1]  # the zero-padded convolution's interior: the unpadded one
-        else:
-            out = F.conv2d(padded, conv.weight, conv.bias)
+        # Unpadded, strided or not 3x3: PyTorch's convolution (as a module, seen by profilers); a 3x3 one the
+        # kernel does not take (switched off, too small): PyTorch's of the padded input.
+        out = F.conv2d(padded, conv.weight, conv.bias) if isinstance(conv, FastConv3x3) else conv(padded)
+        return self.finish(out, residual)
+
+    def finish(self, out: Tensor, residual: Tensor | None) -> Tensor:
+        """The convolution's result activated, ``residual`` added."""
         if self.activation is not None:
             out = self.activation(out)
         if residual is None:
@@ -89,9 +104,17 @@ class FastParseBlock(nn.Module):
         self.conv2 = FastParseConv(block.conv2, use_winograd=use_winograd)
 
     def forward(self, x: Tensor) -> Tensor:
-        padded = self.conv1.prepare(x)  # the shortcut pads (and upsamples) the same input alike: made once
-        identity = x if self.shortcut is None else self.shortcut.convolve(padded)
-        return self.conv2(self.conv1.convolve(padded), identity)
+        padded: list[Tensor] = []  # the shortcut pads (and upsamples) the same input alike: made once, where needed
+
+        def convolve(layer: FastParseConv) -> Tensor:
+            if layer.pads_on_the_kernel(x):
+                return layer(x)
+            if not padded:
+                padded.append(self.conv1.prepare(x))
+            return layer.convolve(padded[0])
+
+        identity = x if self.shortcut is None else convolve(self.shortcut)
+        return self.conv2(convolve(self.conv1), identity)
 
 
 class FastParseNet(nn.Module):

@@ -100,6 +100,30 @@ def test_equals_the_unfused_steps(batch, in_channels, out_channels, height, widt
     assert_float32_close(got, expected, tile)
 
 
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 2, 2), (2, 13, 9), (1, 32, 32), (1, 40, 27)])
+@pytest.mark.parametrize("upsample", [False, True], ids=["same-size", "upsampled"])
+@pytest.mark.parametrize("tile", winograd.TILES)
+@pytest.mark.parametrize("shared", [False, True], ids=["per-thread-blocks", "shared-schedule"])
+def test_reflection_padding_equals_pytorchs(batch, height, width, upsample, tile, shared):
+    """F.pad(x, (1, 1, 1, 1), mode="reflect") before the convolution (facexlib's ParseNet pads so): the padding
+    reflected in the (upsampled) input, the tiles past the image reading zeros."""
+    generator = torch.Generator().manual_seed(height * 100 + width)
+    x = torch.randn(batch, 32, height, width, generator=generator)
+    weight = torch.randn(64, 32, 3, 3, generator=generator) / 17
+    bias = torch.randn(64, generator=generator)
+    with torch.inference_mode():
+        got = winograd.conv3x3(x, weight, bias, upsample=upsample, reflect=True, tile=tile, shared=shared)
+        produced = F.interpolate(x.double(), scale_factor=2.0, mode="nearest") if upsample else x.double()
+        expected = F.conv2d(F.pad(produced, (1, 1, 1, 1), mode="reflect"), weight.double(), bias.double())
+    assert got.shape == expected.shape
+    assert_float32_close(got, expected, tile)
+
+
+def test_reflection_padding_needs_two_pixels_a_side():
+    with pytest.raises(ValueError, match="at least 2 x 2"), torch.inference_mode():
+        winograd.conv3x3(torch.zeros(1, 16, 1, 5), torch.zeros(64, 16, 3, 3), reflect=True)
+
+
 # Winograd's filter transforms G for output tiles of 4 and 6 (interpolation points 0, +-1, +-2, (+-1/2,) infinity).
 FILTER_TRANSFORMS = {
     4: [
@@ -250,7 +274,7 @@ def test_streaming_into_an_unaligned_output_falls_back_to_ordinary_stores():
     floats = loaded.workspace_floats(1, side, side, 32, channels, 4, 0, 2)
     workspace = torch.empty(floats)
     status = loaded.conv(
-        inputs.data_ptr(), 1, side, side, 32, 0, None, None, transformed.data_ptr(), channels,
+        inputs.data_ptr(), 1, side, side, 32, 0, 0, None, None, transformed.data_ptr(), channels,
         None, None, out.data_ptr(), 4, 0, 1, None, 2, workspace.data_ptr(),
     )  # fmt: skip
     assert status == 0
@@ -284,7 +308,7 @@ def test_the_workspace_the_kernel_asks_for_is_enough(batch, channels, height, wi
     inputs = x.permute(0, 2, 3, 1).contiguous()
     out = torch.empty(batch, height, width, channels)
     status = loaded.conv(
-        inputs.data_ptr(), batch, height, width, channels, 0, None, None, transformed.data_ptr(), channels,
+        inputs.data_ptr(), batch, height, width, channels, 0, 0, None, None, transformed.data_ptr(), channels,
         bias.data_ptr(), None, out.data_ptr(), tile, int(shared), 0, None, threads, workspace.data_ptr(),
     )  # fmt: skip
     assert status == 0

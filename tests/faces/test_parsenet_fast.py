@@ -57,7 +57,7 @@ def test_fast_parsenet_matches_facexlib(parsenet_and_faces, use_winograd, monkey
     run = winograd.run
 
     def counting_run(*args, **kwargs):
-        kernel_calls.append(args[1].shape)
+        kernel_calls.append(kwargs.get("reflect", False))
         return run(*args, **kwargs)
 
     monkeypatch.setattr(winograd, "run", counting_run)
@@ -70,6 +70,7 @@ def test_fast_parsenet_matches_facexlib(parsenet_and_faces, use_winograd, monkey
     kernel_layers = [m for m in fast.modules() if isinstance(m, FastConv3x3)]
     assert kernel_layers and all(layer.use_winograd is use_winograd for layer in kernel_layers)
     assert bool(kernel_calls) is (use_winograd and winograd.available()), "the kernel ran where it should not, or never"
+    assert all(kernel_calls), "the kernel pads by reflection itself: no padded copy of the input is made for it"
 
 
 def test_fast_parsenet_leaves_facexlibs_model_unchanged(parsenet_and_faces):

@@ -20,8 +20,9 @@
  *  - a per-channel affine map followed by SiLU: GroupNorm + SiLU, whose
  *    statistics come from channel_moments below;
  *  - 2x nearest-neighbour upsampling of the input.
- * The convolution's zero padding applies to the produced input, as it would
- * if the producers had run on their own.
+ * The convolution's padding (one pixel of zeros, or of the input reflected
+ * at its edges, as F.pad's "reflect" mode) applies to the produced input,
+ * as it would if the producers had run on their own.
  *
  * Layout of the transformed weights U (G g G^T of each 3x3 filter g, made by
  * winograd_transform_weights): U[points][out_channels / CO_BLOCK][in_channels][CO_BLOCK],
@@ -229,6 +230,7 @@ typedef struct {
     const float *residual; /* may be NULL: added to the output (same layout) */
     float *output;
     int batch, height, width, in_channels, out_channels, upsample;
+    int reflect; /* the input padded by reflection instead of zeros (height and width at least 2) */
     int tile; /* output tile side: 4 or 6 */
     int tiles_y, tiles_x;
     int64_t total_tiles;
@@ -251,8 +253,18 @@ static inline int64_t point_stride(const job_t *job) {
     return (lines | 1) * LINE_FLOATS;
 }
 
+/* Where row (or column) i of a padded input of `size` pixels comes from: i itself inside, the pixel
+ * reflected across the edge in the padding where `reflect` (i = -1 and i = size), else -1 (zero). Past
+ * the padding, under a partial tile whose outputs are not written, -1 too. */
+static inline int source_index(int i, int size, int reflect) {
+    if (i >= 0 && i < size) return i;
+    if (reflect && i == -1) return 1;
+    if (reflect && i == size) return size - 2;
+    return -1;
+}
+
 /* The tile + 2 input rows under one row of tiles, columns first_x - 1 .. first_x + tile * count,
- * as the convolution sees them: upsampled, normalised and activated, zero outside. */
+ * as the convolution sees them: upsampled, normalised and activated, padded (zeros or reflected). */
 SPECIALISED void fill_strip(const job_t *job, const int tile, int n, int first_y, int first_x, int count, float *strip) {
     const int C = job->in_channels, H = job->height, W = job->width, up = job->upsample, alpha = tile + 2;
     const int source_w = W >> up;
@@ -261,12 +273,12 @@ SPECIALISED void fill_strip(const job_t *job, const int tile, int n, int first_y
     const float *scale = job->norm_scale ? job->norm_scale + (int64_t)n * C : NULL;
     const float *shift = job->norm_shift ? job->norm_shift + (int64_t)n * C : NULL;
     for (int r = 0; r < alpha; r++) {
-        const int y = first_y - 1 + r;
+        const int y = source_index(first_y - 1 + r, H, job->reflect);
         float *row = strip + (int64_t)r * columns * C;
         for (int cx = 0; cx < columns; cx++) {
-            const int x = first_x - 1 + cx;
+            const int x = source_index(first_x - 1 + cx, W, job->reflect);
             float *dst = row + (int64_t)cx * C;
-            if (y < 0 || y >= H || x < 0 || x >= W) {
+            if (y < 0 || x < 0) {
                 memset(dst, 0, sizeof(float) * C);
                 continue;
             }
@@ -701,16 +713,18 @@ int64_t winograd_workspace_floats(int batch, int height, int width, int in_chann
  * than the L3 cache: the next layer finds none of those in the caches anyway, and an ordinary
  * store first reads each line from memory); moments, where not
  * NULL, receives the output's per-image, per-channel statistics in channel_moments' layout, for
- * the GroupNorm that reads it next. height and width are the convolution's (after upsampling: the
- * input is height/2 x width/2 when upsample is 1). workspace: winograd_workspace_floats(...) floats
+ * the GroupNorm that reads it next; reflect: the input padded by reflecting it at its edges instead of
+ * with zeros (taken where height and width are at least 2). height and width are the convolution's
+ * (after upsampling: the input is height/2 x width/2 when upsample is 1). workspace: winograd_workspace_floats(...) floats
  * for the same arguments. Returns 0 on success, nonzero if the statistics' memory could not be allocated. */
-int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample,
+int winograd_conv3x3(const float *input, int batch, int height, int width, int in_channels, int upsample, int reflect,
                      const float *norm_scale, const float *norm_shift, const float *weights, int out_channels,
                      const float *bias, const float *residual, float *output, int tile, int shared, int stream,
                      double *moments, int threads, float *workspace) {
     job_t base = layer_job(batch, height, width, in_channels, out_channels, tile);
     base.input = input, base.norm_scale = norm_scale, base.norm_shift = norm_shift, base.weights = weights;
     base.bias = bias, base.residual = residual, base.output = output, base.upsample = upsample ? 1 : 0;
+    base.reflect = reflect && height >= 2 && width >= 2;
     base.stream = stream && (uintptr_t)output % (VEC * sizeof(float)) == 0;
     const plan_t plan = plan_layer(&base, shared, threads);
     threads = plan.threads;
