@@ -27,12 +27,21 @@ allocator gives 16-byte alignment: a 512 x 512 x 64 feature map started 16
 bytes into a line, so each 64-byte AVX-512 load and store of the Winograd
 kernel straddled two lines, and the kernel could not write its large outputs
 with streaming stores, which need whole aligned lines.
+
+Where the system offers it (Linux), a new buffer is mapped with its pages
+already in place (``MAP_POPULATE``): the system zeroes and maps them in one
+call instead of one page fault per 4 KiB page on first write. The first face
+after an idle spell, when every buffer is new, took 0.91x the time for that
+(AMD Zen 4, 2 cores: 1805 against 1989 ms a face in batches of 2, 1813
+against 1973 for one face); faces on recycled buffers are unchanged. Elsewhere
+(Windows, macOS) buffers come from NumPy's allocator as before.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import mmap
 import os
 import threading
 import time
@@ -182,10 +191,29 @@ class BufferPool:
 
 
 def aligned_empty(count: int) -> np.ndarray:
-    """``count`` uninitialised float32 values starting on an ``ALIGNMENT``-byte boundary (a view of a slightly larger array)."""
+    """``count`` uninitialised float32 values starting on an ``ALIGNMENT``-byte boundary: mapped with their pages in
+    place where the system can (``populated_empty``), else a view of a slightly larger NumPy array."""
+    populated = populated_empty(count)
+    if populated is not None:
+        return populated
     raw = np.empty(count + ALIGNMENT // 4, dtype=np.float32)
     skip = (-raw.ctypes.data % ALIGNMENT) // 4  # NumPy's memory starts on 4-byte (in fact 16-byte) boundaries
     return raw[skip : skip + count]
+
+
+def populated_empty(count: int) -> np.ndarray | None:
+    """``count`` float32 values (zeros) in a fresh private mapping whose pages are already in place; on a page
+    boundary, so on a cache line. None where the system has no ``MAP_POPULATE`` or will not map the memory (the
+    caller then allocates it the usual way, and a real shortage shows there)."""
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    anonymous = getattr(mmap, "MAP_ANONYMOUS", None)
+    if populate is None or anonymous is None or count <= 0:
+        return None
+    try:
+        mapping = mmap.mmap(-1, count * 4, flags=mmap.MAP_PRIVATE | anonymous | populate)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return np.frombuffer(mapping, dtype=np.float32, count=count)  # the array keeps the mapping alive
 
 
 def poolable(x: Tensor) -> bool:

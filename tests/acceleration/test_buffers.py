@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import mmap
 import os
 import signal
 import threading
@@ -13,7 +14,7 @@ import pytest
 import torch
 from support import require_winograd
 
-from lib_codeformer.acceleration import winograd
+from lib_codeformer.acceleration import buffers, winograd
 from lib_codeformer.acceleration.buffers import ALIGNMENT, BufferPool
 from lib_codeformer.acceleration.layers import FastConv3x3
 
@@ -203,8 +204,6 @@ def test_free_buffers_are_kept_within_the_cap_largest_first():
 
 
 def test_the_cap_comes_from_the_environment(monkeypatch, caplog):
-    from lib_codeformer.acceleration import buffers
-
     monkeypatch.setenv("CODEFORMER_MAX_POOL_MIB", "256")
     assert BufferPool().max_free_bytes == 256 * MIB
     monkeypatch.setenv("CODEFORMER_MAX_POOL_MIB", "lots")
@@ -212,3 +211,29 @@ def test_the_cap_comes_from_the_environment(monkeypatch, caplog):
     assert "CODEFORMER_MAX_POOL_MIB='lots' is not a whole number" in caplog.text
     monkeypatch.delenv("CODEFORMER_MAX_POOL_MIB")
     assert BufferPool().max_free_bytes == buffers.DEFAULT_MAX_FREE_MIB * MIB
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm") or not hasattr(mmap, "MAP_POPULATE"), reason="Linux only")
+def test_a_new_buffer_arrives_with_its_pages_in_place(pool):
+    # Resident before anything is written to it: the system mapped its pages in one call, instead of one page
+    # fault per page (or per huge page) on first write, in the middle of a layer.
+    def resident_bytes() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = resident_bytes()
+    buffer = pool.empty((8 * MIB,))  # 32 MiB
+    assert resident_bytes() - before >= 31 * MIB
+    assert buffer.data_ptr() % ALIGNMENT == 0
+    buffer.fill_(1.0)
+    assert float(buffer.sum()) == 8 * MIB
+
+
+def test_buffers_come_from_numpy_where_the_system_cannot_populate(pool, monkeypatch):
+    monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
+    assert buffers.populated_empty(MIB) is None
+    held = [pool.empty((count,)) for count in (MIB // 4 + 3, 10 * MIB // 4)]
+    assert [tensor.data_ptr() % ALIGNMENT for tensor in held] == [0, 0]
+    for tensor in held:
+        tensor.fill_(2.0)
+        assert float(tensor.sum()) == 2.0 * tensor.numel()
