@@ -29,12 +29,14 @@ kernel straddled two lines, and the kernel could not write its large outputs
 with streaming stores, which need whole aligned lines.
 
 Where the system offers it (Linux), a new buffer is mapped with its pages
-already in place (``MAP_POPULATE``): the system zeroes and maps them in one
-call instead of one page fault per 4 KiB page on first write. The first face
-after an idle spell, when every buffer is new, took 0.91x the time for that
-(AMD Zen 4, 2 cores: 1805 against 1989 ms a face in batches of 2, 1813
-against 1973 for one face); faces on recycled buffers are unchanged. Elsewhere
-(Windows, macOS) buffers come from NumPy's allocator as before.
+already in place (``MAP_POPULATE``): the system zeroes and maps them all in
+the one call, instead of page faults in the middle of a layer on first write
+(NumPy's large arrays fault in 2 MiB huge pages where the system allows
+them, else 4 KiB ones). The first face after an idle spell, when every
+buffer is new, took 0.90x the time (AMD Zen 4, 2 cores, alternating in one
+process: 1733 against 1915 ms for one face, 1764 against 1957 a face in a
+batch of 4), and varied less; faces on recycled buffers are unchanged.
+Elsewhere (Windows, macOS) buffers come from NumPy's allocator as before.
 """
 
 from __future__ import annotations
