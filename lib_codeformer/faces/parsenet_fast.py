@@ -54,8 +54,7 @@ class FastParseConv(nn.Module):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.pads_on_the_kernel(x):
-            out = winograd.conv3x3(x, self.conv.weight, self.conv.bias, upsample=self.upsample, reflect=True)
-            return self.finish(out, residual)
+            return self.convolve_unpadded(x, residual)
         return self.convolve(self.prepare(x), residual)
 
     def pads_on_the_kernel(self, x: Tensor) -> bool:
@@ -67,6 +66,12 @@ class FastParseConv(nn.Module):
             and min(x.shape[-2:]) >= 2
             and winograd.applies(x, conv.weight, upsample=self.upsample)
         )
+
+    def convolve_unpadded(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """The layer from its unpadded ``x`` on the kernel, which upsamples and reflects it itself (where
+        ``pads_on_the_kernel``); ``residual`` is added to the result."""
+        out = winograd.conv3x3(x, self.conv.weight, self.conv.bias, upsample=self.upsample, reflect=True)
+        return self.finish(out, residual)
 
     def prepare(self, x: Tensor) -> Tensor:
         """The convolution's input: ``x`` upsampled if the layer does, reflection-padded."""
@@ -108,7 +113,7 @@ class FastParseBlock(nn.Module):
 
         def convolve(layer: FastParseConv) -> Tensor:
             if layer.pads_on_the_kernel(x):
-                return layer(x)
+                return layer.convolve_unpadded(x)
             if not padded:
                 padded.append(self.conv1.prepare(x))
             return layer.convolve(padded[0])
